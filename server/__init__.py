@@ -1,0 +1,1 @@
+"""vibescope server: HTTP/WebSocket service, state stores and the CLI."""

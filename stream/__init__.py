@@ -1,0 +1,1 @@
+"""vibescope analyzer library: media in, results out (no sockets, no Redis)."""

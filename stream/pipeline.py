@@ -1,0 +1,71 @@
+"""The per-tick analysis pipeline that :class:`stream.engine.Session` drives.
+
+Media time is cut into ticks of ``TICK_SECONDS`` (100 ms = ``TICK_SAMPLES`` samples at 16 kHz).
+Each tick flows through a chain of stages, in order; a stage may hold ticks back (its algorithmic
+lag) and returns the ticks that became final for it. A tick that leaves the last stage becomes one
+overlay event. Stages fill ``Tick.fields`` with the event fields they own and ``Tick.models`` with
+the id of the component that produced each field.
+
+Every stage's state (held ticks included) goes into ``state_dict()``, which must be picklable and
+small: a stage must drop heavy inputs (``Tick.frame``) once it has used them.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+SAMPLE_RATE = 16000
+TICK_SECONDS = 0.1
+TICK_SAMPLES = int(SAMPLE_RATE * TICK_SECONDS)  # 1600
+
+
+@dataclass
+class FaceObservation:
+    """Largest face of one video frame, in the frame's pixel coordinates."""
+
+    score: float
+    box: tuple[float, float, float, float]  # x, y, width, height
+    landmarks: list[tuple[float, float]]  # 5 points: eyes, nose, mouth corners
+    frame_size: tuple[int, int]  # width, height
+
+
+@dataclass
+class Tick:
+    """One 100 ms slice of media time, ``[t_start, t_end)`` in seconds."""
+
+    index: int
+    audio: np.ndarray | None  # float32 (TICK_SAMPLES,) at 16 kHz mono, or None for video-only media
+    frame: np.ndarray | None = None  # last video frame decoded in this tick, RGB uint8 (H, W, 3)
+    frame_t: float | None = None  # its media time, seconds
+    face: FaceObservation | None = None  # None: no face in `frame` (or no frame)
+    video_seen: bool = False  # True once any video frame reached the session
+    fields: dict[str, Any] = field(default_factory=dict)
+    models: dict[str, str] = field(default_factory=dict)
+    # audio stems a stage produced for this tick, e.g. {"ost": float32 (TICK_SAMPLES,)};
+    # returned by Session.feed beside the events (never put into the event JSON)
+    stems: dict[str, np.ndarray] = field(default_factory=dict)
+
+    @property
+    def t_start(self) -> float:
+        return round(self.index * TICK_SECONDS, 6)
+
+    @property
+    def t_end(self) -> float:
+        return round((self.index + 1) * TICK_SECONDS, 6)
+
+
+class Stage(Protocol):
+    """One component of the pipeline; see the module docstring."""
+
+    name: str
+    lag_ticks: int  # how many ticks a tick may be held back, at most
+
+    def push(self, tick: Tick) -> list[Tick]: ...
+
+    def flush(self) -> list[Tick]: ...
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
