@@ -1,0 +1,368 @@
+"""One WebSocket connection speaking docs/protocol.md: hello/welcome, frames -> engine, acks.
+
+Reading and analysis are decoupled by a bounded queue: the reader validates frames and enqueues
+them; one analysis task per connection takes what is queued, feeds the engine (in the server's
+thread pool), writes state + events to the store, and only then sends events and the ``ack``.
+When analysis falls behind, video frames are dropped first (counted, reported in events); audio
+is never dropped: a full queue stops the reader, and TCP pushes back on the client.
+"""
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import json
+import logging
+import secrets
+import time
+import uuid
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import WSMsgType, web
+
+from server.protocol import (
+    PROTOCOL_VERSION, CloseCode, ErrorCode, Hello, Kind, MediaFrame, ProtocolError, decode_frame,
+    encode_frame, error_message, parse_control,
+)
+from server.store import OwnershipLost
+from stream.engine import Chunk, FeedResult, Session, SessionConfig
+from stream.media import MediaError, float_to_pcm16
+from stream.pipeline import TICK_SECONDS
+
+if TYPE_CHECKING:
+    from server.app import StreamServer
+
+log = logging.getLogger("vibescope.session")
+
+QUEUE_ITEMS = 64  # frames waiting for analysis, per connection
+VIDEO_BACKLOG = 8  # drop video once this many frames wait
+BATCH_ITEMS = 32  # frames analysed per state write at most
+HELLO_TIMEOUT_S = 10.0
+_KIND_NAMES = {Kind.AUDIO: "audio", Kind.VIDEO: "video", Kind.CONTAINER: "container"}
+
+
+@dataclass
+class _Item:
+    seq: int
+    frame: MediaFrame | None  # None: handled without analysis (dropped/refused), only acked
+    arrived: float
+    note: str | None = None  # "dropped" for a video frame skipped under load
+    bye: bool = False
+
+
+def _hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+class StreamConnection:
+    def __init__(self, server: "StreamServer", ws: web.WebSocketResponse) -> None:
+        self.server = server
+        self.ws = ws
+        self.limits = server.config.limits
+        self.metrics = server.metrics
+        self.session_id: str | None = None
+        self.owner = uuid.uuid4().hex
+        self.engine: Session | None = None
+        self.want_ost = False
+        self.acked_seq = 0
+        self.last_received = 0
+        self.queue: asyncio.Queue[_Item] = asyncio.Queue(QUEUE_ITEMS)
+        self._last_state = b""
+        self._ost_seq = 0
+        self._bucket = float(self.limits.max_video_fps * 10)  # burst allowance for resends
+        self._bucket_at = time.monotonic()
+        self._limited_run = 0
+        self._last_video_ts: int | None = None
+        self._closing = False
+
+    # --- sending ---------------------------------------------------------------------------
+
+    async def send_json(self, obj: dict[str, Any] | str) -> None:
+        if self.ws.closed:
+            return
+        try:
+            await self.ws.send_str(obj if isinstance(obj, str) else json.dumps(obj))
+        except (ConnectionError, RuntimeError):
+            pass  # the client went away; the reader notices
+
+    async def send_error(self, code: str, message: str, seq: int | None = None) -> None:
+        self.metrics.errors_total[code] += 1
+        await self.send_json(error_message(code, message, seq))
+
+    async def close(self, code: int, message: str) -> None:
+        self._closing = True
+        if not self.ws.closed:
+            await self.ws.close(code=code, message=message[:120].encode())
+
+    async def fail(self, code: str, message: str, close_code: int) -> None:
+        await self.send_error(code, message)
+        await self.close(close_code, message)
+
+    # --- lifecycle -------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        hello = await self._receive_hello()
+        if hello is None or not await self._open_session(hello):
+            return
+        self.server.register(self)
+        worker = asyncio.create_task(self._analyse(), name=f"analyse-{self.session_id}")
+        try:
+            await self._read()
+        finally:
+            if not worker.done():
+                if self._closing:
+                    await asyncio.wait([worker], timeout=5.0)
+                worker.cancel()
+            self.server.unregister(self)
+
+    async def _receive_hello(self) -> Hello | None:
+        try:
+            msg = await self.ws.receive(timeout=HELLO_TIMEOUT_S)
+        except asyncio.TimeoutError:
+            await self.fail(ErrorCode.HELLO_REQUIRED, f"no hello within {HELLO_TIMEOUT_S:.0f} s", CloseCode.POLICY)
+            return None
+        if msg.type == WSMsgType.BINARY:
+            await self.fail(ErrorCode.HELLO_REQUIRED, "the first message must be a hello text frame", CloseCode.HELLO_REQUIRED)
+            return None
+        if msg.type != WSMsgType.TEXT:
+            return None  # closed or errored before saying anything
+        try:
+            data = parse_control(msg.data)
+            if data["type"] != "hello":
+                raise ProtocolError(ErrorCode.HELLO_REQUIRED, f"expected hello, got {data['type']!r}")
+            hello = Hello.from_dict(data)
+        except ProtocolError as exc:
+            close = {ErrorCode.UNSUPPORTED_VERSION: CloseCode.UNSUPPORTED_VERSION,
+                     ErrorCode.HELLO_REQUIRED: CloseCode.HELLO_REQUIRED}.get(exc.code, CloseCode.POLICY)
+            await self.fail(exc.code, exc.message, close)
+            return None
+        token = self.server.config.token
+        if token and not (hello.token and hmac.compare_digest(hello.token.encode(), token.encode())):
+            await self.fail(ErrorCode.UNAUTHORIZED, "missing or wrong token", CloseCode.UNAUTHORIZED)
+            return None
+        return hello
+
+    async def _open_session(self, hello: Hello) -> bool:
+        store = self.server.store
+        loop = asyncio.get_running_loop()
+        if hello.session_id:
+            stored = await store.load(hello.session_id)
+            if stored is None or not hello.resume_token or not hmac.compare_digest(
+                    stored.meta.get("resume_token_sha256", ""), _hash_token(hello.resume_token)):
+                await self.fail(ErrorCode.UNKNOWN_SESSION, "unknown or expired session, or wrong resume token",
+                                CloseCode.UNKNOWN_SESSION)
+                return False
+            await self.server.take_over(hello.session_id)
+            if not await store.claim(hello.session_id, self.owner):
+                await self.fail(ErrorCode.UNKNOWN_SESSION, "session expired while resuming", CloseCode.UNKNOWN_SESSION)
+                return False
+            stored = await store.load(hello.session_id)
+            self.session_id, resume_token = hello.session_id, hello.resume_token
+            self.engine = await loop.run_in_executor(self.server.executor, Session.from_bytes, stored.state)
+            self.acked_seq = self.last_received = stored.acked_seq
+            self._last_state = stored.state
+            self.want_ost = "ost_audio" in stored.meta.get("want", [])
+            self.metrics.sessions_total["resumed"] += 1
+            resumed = True
+        else:
+            config = self._session_config(hello)
+            self.session_id = uuid.uuid4().hex
+            resume_token = secrets.token_urlsafe(24)
+            self.engine = Session(config)
+            self._last_state = await loop.run_in_executor(self.server.executor, self.engine.to_bytes)
+            meta = {"resume_token_sha256": _hash_token(resume_token), "want": hello.want,
+                    "client": hello.client, "created": time.time()}
+            await store.create(self.session_id, self._last_state, meta, self.owner)
+            self.want_ost = "ost_audio" in hello.want
+            self.metrics.sessions_total["new"] += 1
+            resumed = False
+        await self.send_json({
+            "type": "welcome", "protocol": PROTOCOL_VERSION, "session_id": self.session_id,
+            "resume_token": resume_token, "resumed": resumed, "acked_seq": self.acked_seq,
+            "limits": self.limits.__dict__, "models": self.server.models,
+            "server": f"vibescope/{self.server.version}",
+        })
+        if resumed:
+            for event in await store.events_after(self.session_id, hello.last_event_t):
+                await self.send_json(event)
+        return True
+
+    def _session_config(self, hello: Hello) -> SessionConfig:
+        audio = hello.audio
+        return SessionConfig(
+            audio_encoding=None if hello.container or audio is None else audio.encoding,
+            audio_rate=16000 if audio is None else audio.sample_rate,
+            audio_channels=1 if audio is None else audio.channels,
+            video=hello.video is not None or hello.container is not None,
+            container=hello.container,
+            max_video_width=self.limits.max_video_width,
+            max_video_height=self.limits.max_video_height,
+            max_audio_seconds_per_chunk=self.limits.max_audio_seconds_per_frame,
+            stages=self.server.config.pipeline,
+        )
+
+    # --- reading ---------------------------------------------------------------------------
+
+    async def _read(self) -> None:
+        while not self.ws.closed and not self._closing:
+            try:
+                msg = await self.ws.receive(timeout=self.limits.idle_timeout_s)
+            except asyncio.TimeoutError:
+                await self.fail(ErrorCode.RATE_LIMITED, f"idle for {self.limits.idle_timeout_s:.0f} s", CloseCode.POLICY)
+                return
+            if msg.type == WSMsgType.TEXT:
+                await self._on_text(msg.data)
+            elif msg.type == WSMsgType.BINARY:
+                await self._on_binary(msg.data)
+            elif msg.type == WSMsgType.ERROR:
+                exc = self.ws.exception()
+                self.metrics.errors_total[ErrorCode.TOO_BIG if "size" in str(exc) else ErrorCode.BAD_HEADER] += 1
+                return
+            else:  # CLOSE / CLOSING / CLOSED
+                return
+
+    async def _on_text(self, text: str) -> None:
+        try:
+            msg = parse_control(text)
+        except ProtocolError as exc:
+            await self.send_error(exc.code, exc.message)
+            return
+        kind = msg["type"]
+        if kind == "bye":
+            await self.queue.put(_Item(self.last_received, None, time.perf_counter(), bye=True))
+            self._closing = True
+        elif kind == "hello":
+            await self.send_error(ErrorCode.HELLO_TWICE, "hello was already received on this connection")
+        else:
+            await self.send_error(ErrorCode.UNKNOWN_TYPE, f"unknown message type {kind[:40]!r}")
+
+    async def _on_binary(self, data: bytes) -> None:
+        arrived = time.perf_counter()
+        try:
+            frame = decode_frame(data)
+        except ProtocolError as exc:
+            await self.send_error(exc.code, exc.message, exc.seq)
+            return
+        if frame.seq <= self.last_received:
+            self.metrics.duplicates_total += 1
+            await self.send_json({"type": "ack", "seq": self.acked_seq})
+            return
+        if frame.seq != self.last_received + 1:
+            await self.send_error(ErrorCode.BAD_SEQ, f"expected seq {self.last_received + 1}, got {frame.seq}: "
+                                  f"resend from acked_seq + 1 in order", frame.seq)
+            return
+        self.last_received = frame.seq
+        name = _KIND_NAMES[frame.kind]
+        refusal = self._refuse(frame)
+        if refusal is not None:
+            code, message = refusal
+            await self.send_error(code, message, frame.seq)
+            await self.queue.put(_Item(frame.seq, None, arrived))
+            if code == ErrorCode.RATE_LIMITED and self._limited_run > self.limits.max_video_fps * 10:
+                await self.close(CloseCode.POLICY, "video frame flood beyond the announced rate")
+            return
+        self.metrics.frames_total[name] += 1
+        self.metrics.bytes_total[name] += len(frame.payload)
+        if frame.kind == Kind.VIDEO and self.queue.qsize() >= VIDEO_BACKLOG:
+            self.metrics.dropped_video_total += 1
+            await self.queue.put(_Item(frame.seq, None, arrived, note="dropped"))
+            return
+        await self.queue.put(_Item(frame.seq, frame, arrived))  # blocks when full: backpressure
+
+    def _refuse(self, frame: MediaFrame) -> tuple[str, str] | None:
+        """Why a well-formed frame is refused before analysis, or None."""
+        if frame.kind != Kind.VIDEO:
+            return None
+        now = time.monotonic()
+        fps = self.limits.max_video_fps
+        self._bucket = min(fps * 10, self._bucket + (now - self._bucket_at) * fps)
+        self._bucket_at = now
+        too_dense = self._last_video_ts is not None and frame.timestamp_us - self._last_video_ts < 0.5e6 / fps
+        if self._bucket < 1.0 or too_dense:
+            self._limited_run += 1
+            return ErrorCode.RATE_LIMITED, f"video above {fps:g} frames/s: frame skipped"
+        self._bucket -= 1.0
+        self._limited_run = 0
+        self._last_video_ts = frame.timestamp_us
+        return None
+
+    # --- analysis --------------------------------------------------------------------------
+
+    async def _analyse(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            items = [await self.queue.get()]
+            while len(items) < BATCH_ITEMS and not self.queue.empty() and not items[-1].bye:
+                items.append(self.queue.get_nowait())
+            try:
+                results, errors, state = await loop.run_in_executor(self.server.executor, self._process, items)
+            except Exception:  # a bug in analysis: the stored state is still the last good one
+                log.exception("analysis failed in session %s", self.session_id)
+                await self.fail(ErrorCode.INTERNAL, "internal analysis error; resume to continue", CloseCode.INTERNAL)
+                return
+            events = [json.dumps(ev) for r in results for ev in r[1]]
+            last_seq = max(it.seq for it in items)
+            try:
+                size = await self.server.store.save(self.session_id, self.owner, state, last_seq, events)
+            except OwnershipLost:
+                await self.fail(ErrorCode.SESSION_BUSY, "session taken over by a newer connection", CloseCode.SESSION_BUSY)
+                return
+            except Exception as exc:  # store down: nothing acknowledged, the client resumes later
+                log.error("state store write failed for %s: %s", self.session_id, exc)
+                await self.fail(ErrorCode.INTERNAL, "state store unavailable; resume later", CloseCode.TRY_AGAIN)
+                return
+            self._last_state = state
+            self.acked_seq = last_seq
+            self.metrics.state_size.observe(size)
+            self.metrics.state_bytes[self.session_id] = size
+            sent = time.perf_counter()
+            for item, evs, stems in results:
+                self.metrics.latency.observe(sent - item.arrived)
+                if stems is not None:
+                    await self._send_ost(stems, evs)
+            for event in events:
+                await self.send_json(event)
+            self.metrics.events_total += len(events)
+            for seq, code, message in errors:
+                await self.send_error(code, message, seq)
+            await self.send_json({"type": "ack", "seq": self.acked_seq})
+            if items[-1].bye:
+                await self.send_json({"type": "bye", "acked_seq": self.acked_seq})
+                await self.close(CloseCode.NORMAL, "bye")
+                return
+
+    def _process(self, items: list[_Item]) -> tuple[list[tuple[_Item, list[dict], Any]], list[tuple[int, str, str]], bytes]:
+        """Runs in the thread pool: feed every item, then serialise the engine state once."""
+        engine = self.engine
+        results, errors = [], []
+        for item in items:
+            out: FeedResult | None = None
+            if item.bye:
+                out = engine.flush() if not engine.flushed else None
+            elif item.note == "dropped":
+                engine.note_dropped_video()
+            elif item.frame is not None:
+                f = item.frame
+                try:
+                    out = engine.feed(Chunk(_KIND_NAMES[f.kind], f.payload, f.timestamp))
+                except MediaError as exc:
+                    errors.append((item.seq, ErrorCode.BAD_MEDIA, str(exc)))
+            if out is not None:
+                evs = [ev.to_dict() for ev in out.events]
+                done = time.perf_counter()
+                for ev in evs:
+                    ev["latency_ms"] = round((done - item.arrived) * 1000.0, 2)
+                results.append((item, evs, out.stems.get("ost") if self.want_ost else None))
+        return results, errors, engine.to_bytes()
+
+    async def _send_ost(self, ost: Any, events: list[dict]) -> None:
+        if not events or self.ws.closed:
+            return
+        start = events[0]["t"] - TICK_SECONDS
+        self._ost_seq += 1
+        payload = encode_frame(Kind.AUDIO, self._ost_seq, int(round(start * 1e6)), float_to_pcm16(ost))
+        try:
+            await self.ws.send_bytes(payload)
+        except (ConnectionError, RuntimeError):
+            pass

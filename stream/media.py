@@ -1,0 +1,334 @@
+"""Media decoding for the engine: raw PCM, still images, container chunks; resampling to 16 kHz.
+
+Everything here that keeps state between calls (the resampler, the container decoder) exposes
+``state_dict()`` / ``load_state_dict()`` so a session continues bit-identically in a fresh
+process. That is why resampling is our own windowed-sinc filter (PyAV's libswresample context
+cannot be saved) while all codec and container work goes through PyAV.
+"""
+from __future__ import annotations
+
+import io
+import math
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import Any
+
+import av
+import numpy as np
+
+TARGET_RATE = 16000
+
+
+class MediaError(ValueError):
+    """Undecodable or out-of-limits media; the message is safe to show to the client."""
+
+
+# --- PCM ---------------------------------------------------------------------------------------
+
+def pcm_to_float(payload: bytes, encoding: str, channels: int) -> np.ndarray:
+    """Interleaved PCM bytes -> float32 mono, shape (n_samples,), range about [-1, 1]."""
+    width = 2 if encoding == "pcm16" else 4
+    if len(payload) % (width * channels):
+        raise MediaError(f"audio payload of {len(payload)} bytes is not a whole number of {channels}-channel {encoding} samples")
+    if encoding == "pcm16":
+        x = np.frombuffer(payload, dtype="<i2").astype(np.float32) / 32768.0
+    elif encoding == "f32":
+        x = np.frombuffer(payload, dtype="<f4").astype(np.float32)
+        if not np.all(np.isfinite(x)):
+            raise MediaError("f32 audio contains NaN or infinity")
+        x = np.clip(x, -4.0, 4.0)
+    else:
+        raise MediaError(f"unknown audio encoding {encoding!r}")
+    if channels > 1:
+        x = x.reshape(-1, channels).mean(axis=1)
+    return x
+
+
+def float_to_pcm16(x: np.ndarray) -> bytes:
+    return (np.clip(x, -1.0, 32767 / 32768) * 32768.0).astype("<i2").tobytes()
+
+
+# --- resampling --------------------------------------------------------------------------------
+
+class Resampler:
+    """Streaming rational resampler (Kaiser-windowed sinc), any rate -> ``TARGET_RATE``.
+
+    Output sample n lies at input time n * rate_in / rate_out; it is emitted once the input covers
+    the filter's right half, so the output is time-aligned with the input (no shift), only later.
+    Pass-through (exact) when the rates are equal.
+    """
+
+    ZERO_CROSSINGS = 16
+    BETA = 8.0
+
+    def __init__(self, rate_in: int, rate_out: int = TARGET_RATE) -> None:
+        self.rate_in = rate_in
+        self.rate_out = rate_out
+        ratio = Fraction(rate_out, rate_in)
+        self.up, self.down = ratio.numerator, ratio.denominator  # n_out * down / up = input position
+        fc = 0.5 * min(1.0, rate_out / rate_in) * 0.95  # cutoff, cycles per input sample
+        self.half = int(math.ceil(self.ZERO_CROSSINGS / (2 * fc)))
+        taps = np.arange(-self.half + 1, self.half + 1)  # input offsets j - floor(tau)
+        phases = np.arange(self.up) / self.up  # fractional part of tau
+        u = taps[None, :] - phases[:, None]  # input offset minus tau
+        w = np.kaiser(2 * self.half + 1, self.BETA)
+        win = np.interp(u, np.arange(-self.half, self.half + 1), w)
+        g = 2 * fc * np.sinc(2 * fc * u) * win
+        self._table = (g / g.sum(axis=1, keepdims=True)).astype(np.float64)
+        self._offsets = taps
+        self.reset()
+
+    def reset(self) -> None:
+        self._buf = np.zeros(self.half, dtype=np.float64)  # zeros before the stream starts
+        self._buf_start = -self.half  # absolute input index of _buf[0]
+        self._n_in = 0
+        self._n_out = 0
+
+    @property
+    def passthrough(self) -> bool:
+        return self.up == self.down
+
+    def feed(self, x: np.ndarray) -> np.ndarray:
+        """float32 (n,) at rate_in -> float32 (m,) at rate_out: every output that became final."""
+        if self.passthrough:
+            return x.astype(np.float32, copy=False)
+        self._buf = np.concatenate([self._buf, x.astype(np.float64)])
+        self._n_in += len(x)
+        return self._drain(self._n_in)
+
+    def flush(self) -> np.ndarray:
+        """Zero-pad the end and return the outputs up to the input's duration."""
+        if self.passthrough:
+            return np.zeros(0, dtype=np.float32)
+        total_out = (self._n_in * self.up) // self.down
+        self._buf = np.concatenate([self._buf, np.zeros(self.half + 1)])
+        out = self._drain(self._n_in + self.half + 1, limit=total_out)
+        return out
+
+    def _drain(self, available: int, limit: int | None = None) -> np.ndarray:
+        # output n needs input up to floor(n*down/up) + half
+        last = ((available - self.half) * self.up - 1) // self.down if available > self.half else -1
+        if limit is not None:
+            last = min(last, limit - 1)
+        n = np.arange(self._n_out, last + 1)
+        if len(n) == 0:
+            return np.zeros(0, dtype=np.float32)
+        pos = n * self.down
+        base = pos // self.up
+        phase = pos % self.up
+        idx = base[:, None] + self._offsets[None, :] - self._buf_start
+        y = np.einsum("ij,ij->i", self._buf[idx], self._table[phase])
+        self._n_out = int(n[-1]) + 1
+        keep_from = (self._n_out * self.down) // self.up - self.half + 1
+        drop = keep_from - self._buf_start
+        if drop > 0:
+            self._buf = self._buf[drop:]
+            self._buf_start = keep_from
+        return y.astype(np.float32)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"rate_in": self.rate_in, "buf": self._buf.copy(), "buf_start": self._buf_start,
+                "n_in": self._n_in, "n_out": self._n_out}
+
+    def load_state_dict(self, s: dict[str, Any]) -> None:
+        if s["rate_in"] != self.rate_in:
+            raise ValueError("resampler state for another input rate")
+        self._buf, self._buf_start = s["buf"].copy(), s["buf_start"]
+        self._n_in, self._n_out = s["n_in"], s["n_out"]
+
+
+# --- images ------------------------------------------------------------------------------------
+
+def decode_image(payload: bytes, max_width: int, max_height: int, short_side: int = 360) -> np.ndarray:
+    """JPEG/WebP bytes -> RGB uint8 (H, W, 3), scaled down so its short side is <= ``short_side``."""
+    try:
+        container = av.open(io.BytesIO(payload), format=_image_format(payload))
+        with container:
+            frame = next(container.decode(video=0))
+    except MediaError:
+        raise
+    except (av.FFmpegError, StopIteration, ValueError, OSError) as exc:
+        raise MediaError(f"cannot decode image: {exc}") from None
+    if frame.width > max_width or frame.height > max_height:
+        raise MediaError(f"image {frame.width}x{frame.height} exceeds the limit {max_width}x{max_height}")
+    return frame_to_rgb(frame, short_side)
+
+
+def _image_format(payload: bytes) -> str:
+    if payload[:3] == b"\xff\xd8\xff":
+        return "mjpeg"
+    if payload[:4] == b"RIFF" and payload[8:12] == b"WEBP":
+        return "webp_pipe"
+    raise MediaError("video frame is neither JPEG nor WebP")
+
+
+def frame_to_rgb(frame: "av.VideoFrame", short_side: int = 360) -> np.ndarray:
+    scale = min(1.0, short_side / max(1, min(frame.width, frame.height)))
+    w, h = max(2, int(round(frame.width * scale))), max(2, int(round(frame.height * scale)))
+    return frame.to_ndarray(format="rgb24", width=w, height=h)
+
+
+def encode_jpeg(rgb: np.ndarray, quality: int = 80) -> bytes:
+    """RGB uint8 (H, W, 3) -> JPEG bytes (PyAV's mjpeg encoder)."""
+    h, w = rgb.shape[:2]
+    ctx = av.CodecContext.create("mjpeg", "w")
+    ctx.width, ctx.height = w - w % 2, h - h % 2
+    ctx.pix_fmt = "yuvj420p"
+    ctx.time_base = Fraction(1, 25)
+    ctx.options = {"qscale": str(max(2, min(31, (100 - quality) // 3 + 2)))}
+    ctx.flags |= av.codec.context.Flags.qscale
+    frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb[: ctx.height, : ctx.width]), format="rgb24").reformat(format="yuvj420p")
+    packets = list(ctx.encode(frame)) + list(ctx.encode(None))
+    return b"".join(bytes(p) for p in packets)
+
+
+# --- containers --------------------------------------------------------------------------------
+
+@dataclass
+class DecodedMedia:
+    audio: list[tuple[float, np.ndarray]]  # (media time s, float32 mono at the stream's rate)
+    audio_rate: int | None
+    video: list[tuple[float, np.ndarray]]  # (media time s, RGB uint8)
+
+
+_CLUSTER_ID = b"\x1f\x43\xb6\x75"  # Matroska/WebM Cluster element
+_MOOF = b"moof"  # fragmented MP4 fragment box
+
+
+class ContainerDecoder:
+    """Incremental WebM/Matroska/fragmented-MP4 decoding of MediaRecorder-style chunks.
+
+    PyAV's demuxer state cannot be saved, so the decoder keeps only bytes: the header (first
+    chunk) and the tail since the last fragment boundary (a Matroska Cluster or an MP4 ``moof``).
+    Each ``feed`` re-demuxes header + tail and emits what lies past what was already emitted; the
+    last packet of each stream is held back until more data (or ``flush``) shows it is complete.
+    The cost per chunk is bounded by one fragment (MediaRecorder starts one per keyframe/second).
+    """
+
+    MAX_TAIL = 16 * 1024 * 1024
+
+    def __init__(self, short_side: int = 360) -> None:
+        self.short_side = short_side
+        self.header = b""
+        self.tail = b""
+        self.audio_done_until = -1.0  # media time (s) up to which audio was emitted
+        self.video_done_until = -1.0  # media time of the last emitted video frame
+        self.audio_rate: int | None = None
+
+    def feed(self, chunk: bytes) -> DecodedMedia:
+        if not self.header:
+            boundary = self._first_boundary(chunk)
+            if boundary is None:
+                self.header, self.tail = chunk, b""
+            else:
+                self.header, self.tail = chunk[:boundary], chunk[boundary:]
+        else:
+            self.tail += chunk
+        if len(self.tail) > self.MAX_TAIL:
+            raise MediaError("container fragment grew past 16 MiB without a new cluster/moof")
+        return self._decode(final=False)
+
+    def flush(self) -> DecodedMedia:
+        if not self.header:
+            return DecodedMedia([], None, [])
+        return self._decode(final=True)
+
+    @staticmethod
+    def _first_boundary(data: bytes) -> int | None:
+        positions = [p for p in (data.find(_CLUSTER_ID), _moof_start(data)) if p > 0]
+        return min(positions) if positions else None
+
+    def _decode(self, final: bool) -> DecodedMedia:
+        data = self.header + self.tail
+        out = DecodedMedia([], self.audio_rate, [])
+        try:
+            container = av.open(io.BytesIO(data), mode="r")
+        except (av.FFmpegError, ValueError, OSError) as exc:
+            if len(data) < 64 * 1024 and not final:
+                return out  # the header may not be complete yet
+            raise MediaError(f"cannot open container: {exc}") from None
+        with container:
+            streams = [s for s in container.streams if s.type in ("audio", "video")]
+            packets: dict[int, list[Any]] = {s.index: [] for s in streams}
+            try:
+                for packet in container.demux(streams):
+                    if packet.size and packet.pts is not None:
+                        packets[packet.stream.index].append(packet)
+            except (av.FFmpegError, ValueError, OSError):
+                pass  # a truncated last element: what came before is still good
+            for stream in streams:
+                plist = packets[stream.index]
+                if not final and plist:
+                    plist = plist[:-1]  # may be incomplete
+                self._decode_stream(stream, plist, out, final)
+        self._trim()
+        return out
+
+    def _decode_stream(self, stream: Any, plist: list[Any], out: DecodedMedia, final: bool) -> None:
+        ctx = stream.codec_context
+        frames: list[Any] = []
+        for packet in plist:
+            try:
+                frames.extend(ctx.decode(packet))
+            except (av.FFmpegError, ValueError):
+                continue  # e.g. an inter frame whose reference lies before the tail
+        if final:
+            try:
+                frames.extend(ctx.decode(None))
+            except (av.FFmpegError, ValueError):
+                pass
+        for frame in frames:
+            if frame.pts is None:
+                continue
+            t = float(frame.pts * frame.time_base)
+            if stream.type == "audio":
+                if t + 1e-6 < self.audio_done_until:
+                    continue
+                raw = frame.to_ndarray()
+                pcm = raw.astype(np.float32)
+                if np.issubdtype(raw.dtype, np.integer):
+                    pcm /= float(np.iinfo(raw.dtype).max + 1)
+                if frame.format.is_planar:
+                    mono = pcm.mean(axis=0)
+                else:
+                    mono = pcm.reshape(-1, len(frame.layout.channels)).mean(axis=1)
+                self.audio_rate = out.audio_rate = frame.sample_rate
+                out.audio.append((t, mono.astype(np.float32)))
+                self.audio_done_until = t + frame.samples / frame.sample_rate
+            elif t > self.video_done_until + 1e-6:
+                out.video.append((t, frame_to_rgb(frame, self.short_side)))
+                self.video_done_until = t
+
+    def _trim(self) -> None:
+        # Keep the tail from the second-to-last fragment boundary: a packet held back at the end of
+        # the previous fragment stays decodable, and its decoder warms up on what precedes it.
+        bounds = _boundaries(self.tail)
+        if len(bounds) >= 2 and bounds[-2] > 0:
+            self.tail = self.tail[bounds[-2]:]
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"header": self.header, "tail": self.tail, "audio_done_until": self.audio_done_until,
+                "video_done_until": self.video_done_until, "audio_rate": self.audio_rate}
+
+    def load_state_dict(self, s: dict[str, Any]) -> None:
+        self.header, self.tail = s["header"], s["tail"]
+        self.audio_done_until, self.video_done_until = s["audio_done_until"], s["video_done_until"]
+        self.audio_rate = s["audio_rate"]
+
+
+def _moof_start(data: bytes) -> int:
+    """Byte offset of the first ``moof`` box start (its 4-byte size precedes the type), or -1."""
+    pos = data.find(_MOOF)
+    return pos - 4 if pos >= 4 else -1
+
+
+def _boundaries(data: bytes) -> list[int]:
+    """Offsets of every fragment start (Matroska Cluster or MP4 moof) in ``data``, ascending."""
+    found = []
+    for marker, back in ((_CLUSTER_ID, 0), (_MOOF, 4)):
+        pos = data.find(marker)
+        while pos >= 0:
+            if pos - back >= 0:
+                found.append(pos - back)
+            pos = data.find(marker, pos + 1)
+    return sorted(found)

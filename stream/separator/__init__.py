@@ -1,0 +1,1 @@
+"""Causal BGM/OST separator: data, model, streamer, training, evaluation, pipeline stage."""

@@ -1,0 +1,383 @@
+"""Mixture data sets for the BGM/OST separator, built from real recordings in Debian packages.
+
+Layout written by :func:`build_mixtures` (all audio 16 kHz mono float32 WAV)::
+
+    DIR/index.json                 build parameters + which source files went to which split
+    DIR/<id>/mixture.wav           mixture == music + ost, bit for bit
+    DIR/<id>/music.wav             the background music (BGM) stem
+    DIR/<id>/ost.wav               the original soundtrack stem: speech, TTS, effects, silences
+    DIR/<id>/meta.json             split, kind, music-to-OST level (dB), the source files used
+
+Packages are fetched with ``apt-get download`` and unpacked with ``dpkg -x`` (no root install)
+into ``$VIBESCOPE_CACHE`` (default ``~/.cache/vibescope``); decoded sources are cached there
+too, so a rebuild is fast. The split is by *source file* (a hash of package + path): no file
+feeds both train and val. ``test=True`` builds from the packages shared/ASSETS.md reserves for
+evaluation only (never train or tune on such a set).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable
+
+import av
+import numpy as np
+
+from .wavio import read_wav, write_wav
+
+SAMPLE_RATE = 16000
+CLIP_SECONDS = 4.0
+VAL_BUCKETS = 10  # one source file in ten goes to validation
+
+# kind -> package -> glob patterns (relative to the unpacked package root)
+TRAIN_SOURCES: dict[str, dict[str, tuple[str, ...]]] = {
+    "music": {
+        "wesnoth-1.16-music": ("**/*.ogg",),
+        "warzone2100-music": ("**/*.opus",),
+        "drascula-music": ("**/*.ogg",),
+        "fillets-ng-data": ("usr/share/games/fillets-ng/music/*.ogg",),
+    },
+    "speech": {
+        "fillets-ng-data-cs": ("**/*.ogg",),
+        "fillets-ng-data": ("usr/share/games/fillets-ng/sound/*/en/*.ogg",),
+        "klettres-data": ("**/*.ogg",),
+        "ktuberling-data": ("**/sounds/**/*.ogg", "**/sounds/**/*.wav", "**/sounds/**/*.opus"),
+    },
+    "effect": {
+        "fillets-ng-data": ("usr/share/games/fillets-ng/sound/share/*.ogg",),
+    },
+}
+# Reserved for evaluation (shared/ASSETS.md): only ever used by ``test=True`` builds.
+RESERVED_SOURCES: dict[str, dict[str, tuple[str, ...]]] = {
+    "music": {
+        "singularity-music": ("**/*.ogg",),
+        "planetblupi-music-ogg": ("**/*.ogg",),
+    },
+    "speech": {
+        "fillets-ng-data-nl": ("**/*.ogg",),
+        "codec2-examples": ("usr/share/codec2/wav/*.wav",),
+    },
+    "effect": {},
+}
+RESERVED_PACKAGES = frozenset(p for kinds in RESERVED_SOURCES.values() for p in kinds)
+TTS_PACKAGES = ("flite", "libflite1")
+TTS_VOICES = ("awb", "rms", "slt", "kal16")
+TTS_TEXT = ("fillets-ng-data", "usr/share/games/fillets-ng/script/*/dialogs_en.lua")
+TTS_MAX_SENTENCES = 400
+
+
+class DataError(RuntimeError):
+    """A user-facing failure while building data (bad arguments, apt failure)."""
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("VIBESCOPE_CACHE", "~/.cache/vibescope")).expanduser()
+
+
+def fetch_package(name: str) -> Path:
+    """Download (once) and unpack (once) a Debian package; returns the unpacked root."""
+    if name in RESERVED_PACKAGES and os.environ.get("_VIBESCOPE_ALLOW_RESERVED") != "1":
+        raise DataError(f"{name} is reserved for evaluation; only test builds may fetch it")
+    root = cache_dir() / "pkgs" / name
+    if (root / ".unpacked").exists():
+        return root
+    debs = cache_dir() / "debs"
+    debs.mkdir(parents=True, exist_ok=True)
+    found = sorted(debs.glob(f"{name}_*.deb"))
+    if not found:
+        proc = subprocess.run(["apt-get", "download", name], cwd=debs, capture_output=True, text=True)
+        found = sorted(debs.glob(f"{name}_*.deb"))
+        if proc.returncode != 0 or not found:
+            raise DataError(f"apt-get download {name} failed: {proc.stderr.strip()[-400:]}")
+    if root.exists():
+        shutil.rmtree(root)
+    root.mkdir(parents=True)
+    proc = subprocess.run(["dpkg", "-x", str(found[-1]), str(root)], capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise DataError(f"dpkg -x {found[-1].name} failed: {proc.stderr.strip()[-400:]}")
+    (root / ".unpacked").touch()
+    return root
+
+
+def decode_audio(path: str | Path, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
+    """Decode any file PyAV reads to mono float32 at ``sample_rate``; shape ``(n_samples,)``."""
+    chunks: list[np.ndarray] = []
+    with av.open(str(path), metadata_errors="ignore") as container:
+        stream = container.streams.audio[0]
+        resampler = av.AudioResampler(format="flt", layout="mono", rate=sample_rate)
+        for frame in container.decode(stream):
+            for out in resampler.resample(frame):
+                chunks.append(out.to_ndarray().reshape(-1))
+        for out in resampler.resample(None):
+            chunks.append(out.to_ndarray().reshape(-1))
+    return np.concatenate(chunks).astype(np.float32) if chunks else np.zeros(0, np.float32)
+
+
+def _cached_decode(path: Path, key: str) -> np.ndarray:
+    """Decoded audio, cached as int16-scaled .npy (peak-normalised to 0.9)."""
+    target = cache_dir() / "decoded" / (hashlib.sha1(key.encode()).hexdigest() + ".npy")
+    if target.exists():
+        return np.load(target).astype(np.float32) / 32767.0
+    try:
+        audio = decode_audio(path)
+    except (av.FFmpegError, UnicodeDecodeError, IndexError):
+        audio = np.zeros(0, np.float32)  # undecodable source: skipped by the builder
+    peak = float(np.abs(audio).max()) if audio.size else 0.0
+    if peak > 0:
+        audio = audio * (0.9 / peak)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_suffix(".tmp.npy")
+    np.save(tmp, np.round(audio * 32767.0).astype(np.int16))
+    tmp.replace(target)
+    return audio.astype(np.float32)
+
+
+@dataclass(frozen=True)
+class Source:
+    """One source file: ``key`` is ``package/relative/path`` (the unit of the split)."""
+
+    key: str
+    kind: str  # "music" | "speech" | "tts" | "effect"
+    path: Path
+    split: str  # "train" | "val" | "test"
+
+
+def split_of(key: str) -> str:
+    bucket = int(hashlib.sha1(key.encode()).hexdigest(), 16) % VAL_BUCKETS
+    return "val" if bucket == 0 else "train"
+
+
+def discover_sources(test: bool = False) -> list[Source]:
+    """Every source file of the train/val packages (or, with ``test``, the reserved ones)."""
+    table = RESERVED_SOURCES if test else TRAIN_SOURCES
+    sources: list[Source] = []
+    for kind, packages in table.items():
+        for package, patterns in packages.items():
+            if test:
+                os.environ["_VIBESCOPE_ALLOW_RESERVED"] = "1"
+            try:
+                root = fetch_package(package)
+            finally:
+                os.environ.pop("_VIBESCOPE_ALLOW_RESERVED", None)
+            files = sorted({p for pat in patterns for p in root.glob(pat) if p.is_file()})
+            for path in files:
+                key = f"{package}/{path.relative_to(root).as_posix()}"
+                sources.append(Source(key, kind, path, "test" if test else split_of(key)))
+    if not test:
+        sources += _tts_sources()
+    return sources
+
+
+def _tts_sources() -> list[Source]:
+    """Intelligible TTS speech: flite voices reading the English dialogue of fillets-ng."""
+    try:
+        roots = [fetch_package(p) for p in TTS_PACKAGES]
+        text_root = fetch_package(TTS_TEXT[0])
+    except DataError:
+        return []  # TTS is an extra; real speech is the core
+    binary = roots[0] / "usr/bin/flite"
+    libdir = roots[1] / "usr/lib/x86_64-linux-gnu"
+    sentences: list[str] = []
+    for lua in sorted(text_root.glob(TTS_TEXT[1])):
+        for m in re.finditer(r'dialogId\("[^"]*",\s*"[^"]*",\s*"([^"]{12,200})"\)', lua.read_text(errors="ignore")):
+            sentences.append(m.group(1))
+    sentences = sorted(set(sentences))
+    rng = np.random.default_rng(7)
+    if len(sentences) > TTS_MAX_SENTENCES:
+        sentences = [sentences[i] for i in sorted(rng.choice(len(sentences), TTS_MAX_SENTENCES, replace=False))]
+    out_dir = cache_dir() / "tts"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ, LD_LIBRARY_PATH=f"{libdir}:{os.environ.get('LD_LIBRARY_PATH', '')}")
+    sources = []
+    for i, text in enumerate(sentences):
+        voice = TTS_VOICES[i % len(TTS_VOICES)]
+        key = f"tts/{voice}/{hashlib.sha1(text.encode()).hexdigest()[:16]}"
+        wav = out_dir / (key.replace("/", "_") + ".wav")
+        if not wav.exists():
+            proc = subprocess.run([str(binary), "-voice", voice, "-t", text, "-o", str(wav)], env=env, capture_output=True)
+            if proc.returncode != 0 or not wav.exists():
+                return sources
+        # split by sentence, so one sentence never feeds both splits
+        sources.append(Source(key, "tts", wav, split_of("tts/" + text)))
+    return sources
+
+
+def _rms(x: np.ndarray) -> float:
+    return float(np.sqrt(np.mean(np.square(x, dtype=np.float64)) + 1e-12))
+
+
+def random_eq(x: np.ndarray, rng: np.random.Generator, max_db: float) -> np.ndarray:
+    """A random smooth EQ curve (tilt + one bell), applied in the frequency domain."""
+    n = len(x)
+    spec = np.fft.rfft(x)
+    f = np.linspace(0.0, 1.0, len(spec))
+    tilt = rng.uniform(-max_db, max_db) * (f - 0.5)
+    centre, width = rng.uniform(0.02, 0.6), rng.uniform(0.03, 0.2)
+    bell = rng.uniform(-max_db, max_db) * np.exp(-0.5 * ((f - centre) / width) ** 2)
+    return np.fft.irfft(spec * 10 ** ((tilt + bell) / 20), n).astype(np.float32)
+
+
+class _Pool:
+    """Decoded sources of one split, loaded lazily and kept in memory."""
+
+    def __init__(self, sources: list[Source]) -> None:
+        self.by_kind: dict[str, list[Source]] = {}
+        for s in sources:
+            self.by_kind.setdefault(s.kind, []).append(s)
+        self._audio: dict[str, np.ndarray] = {}
+
+    def audio(self, src: Source) -> np.ndarray:
+        if src.key not in self._audio:
+            self._audio[src.key] = _cached_decode(src.path, src.key)
+        return self._audio[src.key]
+
+
+def _music_track(pool: _Pool, rng: np.random.Generator, n: int) -> tuple[np.ndarray, str]:
+    tracks = pool.by_kind["music"]
+    for _ in range(20):
+        src = tracks[rng.integers(len(tracks))]
+        audio = pool.audio(src)
+        if len(audio) < n:
+            continue
+        start = int(rng.integers(0, len(audio) - n + 1))
+        seg = audio[start:start + n].copy()
+        if _rms(seg) > 3e-3:  # skip silent intros / endings
+            return seg, f"{src.key}@{start / SAMPLE_RATE:.2f}"
+    raise DataError("could not find a non-silent music segment")
+
+
+def _ost_track(pool: _Pool, rng: np.random.Generator, n: int) -> tuple[np.ndarray, list[str]]:
+    """Speech (real or TTS) and effects laid out on a timeline, with silences between them."""
+    out = np.zeros(n, np.float32)
+    used: list[str] = []
+    t = int(rng.uniform(0.0, 0.8) * SAMPLE_RATE)
+    kinds = [k for k in ("speech", "tts", "effect") if pool.by_kind.get(k)]
+    weights = np.array([{"speech": 0.6, "tts": 0.2, "effect": 0.2}[k] for k in kinds])
+    while t < n - SAMPLE_RATE // 4:
+        kind = kinds[rng.choice(len(kinds), p=weights / weights.sum())]
+        items = pool.by_kind[kind]
+        src = items[rng.integers(len(items))]
+        clip = pool.audio(src)
+        if len(clip) < SAMPLE_RATE // 10 or _rms(clip) < 1e-4:
+            t += SAMPLE_RATE // 10
+            continue
+        if len(clip) > n - t:
+            off = int(rng.integers(0, len(clip) - (n - t) + 1)) if kind == "effect" else 0
+            clip = clip[off:off + n - t]
+        gain = 10 ** (rng.uniform(-26.0, -14.0) / 20) / _rms(clip)
+        out[t:t + len(clip)] += clip * gain
+        used.append(src.key)
+        t += len(clip) + int(rng.uniform(0.05, 1.2) * SAMPLE_RATE)
+    return out, used
+
+
+def make_clip(pool: _Pool, rng: np.random.Generator, seconds: float = CLIP_SECONDS) -> tuple[dict[str, np.ndarray], dict]:
+    """One mixture: ``({"mixture", "music", "ost"} float32 (n,), meta)``."""
+    n = int(seconds * SAMPLE_RATE)
+    r = rng.random()
+    kind = "both" if r < 0.7 else ("music_only" if r < 0.85 else "ost_only")
+    music = np.zeros(n, np.float32)
+    ost = np.zeros(n, np.float32)
+    meta: dict = {"kind": kind}
+    if kind != "ost_only":
+        music, meta["music_source"] = _music_track(pool, rng, n)
+        music = random_eq(music, rng, 9.0)
+    if kind != "music_only":
+        ost, meta["ost_sources"] = _ost_track(pool, rng, n)
+        ost = random_eq(ost, rng, 6.0)
+    if kind == "both":
+        ratio_db = float(rng.uniform(-15.0, 10.0))  # music-to-OST level
+        music *= (_rms(ost) / _rms(music)) * 10 ** (ratio_db / 20)
+        meta["music_to_ost_db"] = round(ratio_db, 3)
+    mixture = music + ost
+    gain = 10 ** (rng.uniform(-35.0, -15.0) / 20) / _rms(mixture)
+    peak = float(np.abs(mixture).max()) * gain
+    if peak > 0.99:
+        gain *= 0.99 / peak
+    music = (music * gain).astype(np.float32)
+    ost = (ost * gain).astype(np.float32)
+    mixture = music + ost  # float32 sum: bit-exact with the stems written to disk
+    meta["mixture_rms_db"] = round(20 * np.log10(_rms(mixture)), 3)
+    return {"mixture": mixture, "music": music, "ost": ost}, meta
+
+
+def build_mixtures(
+    out: str | Path,
+    hours: float = 1.5,
+    seed: int = 0,
+    test: bool = False,
+    progress: Callable[[Iterable], Iterable] = lambda it: it,
+) -> dict:
+    """Write ``round(hours * 900)`` 4-second clips to ``out``; returns the index dict.
+
+    Without ``test``, every tenth clip (``i % 10 == 0``) is a validation clip built only from
+    validation source files; with ``test`` every clip is a test clip from reserved packages.
+    """
+    if hours <= 0:
+        raise DataError("--hours must be positive")
+    out = Path(out)
+    sources = discover_sources(test=test)
+    splits = ("test",) if test else ("train", "val")
+    pools = {sp: _Pool([s for s in sources if s.split == sp]) for sp in splits}
+    for sp, pool in pools.items():
+        if not pool.by_kind.get("music") or not (pool.by_kind.get("speech") or pool.by_kind.get("tts")):
+            raise DataError(f"split {sp!r} has no music or no speech sources")
+    n_clips = max(1, round(hours * 3600 / CLIP_SECONDS))
+    out.mkdir(parents=True, exist_ok=True)
+    counts = {sp: 0 for sp in splits}
+    for i in progress(range(n_clips)):
+        split = "test" if test else ("val" if i % 10 == 0 else "train")
+        rng = np.random.default_rng([seed, i, 1 if test else 0])
+        stems, meta = make_clip(pools[split], rng)
+        clip_id = f"{split}-{i:05d}"
+        d = out / clip_id
+        d.mkdir(exist_ok=True)
+        for name, audio in stems.items():
+            write_wav(d / f"{name}.wav", audio)
+        meta.update({"id": clip_id, "split": split, "seed": seed, "seconds": CLIP_SECONDS, "sample_rate": SAMPLE_RATE})
+        (d / "meta.json").write_text(json.dumps(meta, indent=1))
+        counts[split] += 1
+    index = {
+        "seed": seed,
+        "hours": hours,
+        "test": test,
+        "clips": counts,
+        "sources": {sp: sorted(s.key for s in sources if s.split == sp) for sp in splits},
+    }
+    (out / "index.json").write_text(json.dumps(index, indent=1))
+    return index
+
+
+@dataclass
+class Clip:
+    id: str
+    split: str
+    mixture: np.ndarray
+    music: np.ndarray
+    ost: np.ndarray
+    meta: dict
+
+
+def load_clips(data: str | Path, split: str | None = None) -> list[Clip]:
+    """Load every clip of a data directory (optionally one split), sorted by id."""
+    data = Path(data)
+    if not data.is_dir():
+        raise DataError(f"{data}: no such data directory (build it with `vibescope data sep-mixtures`)")
+    clips = []
+    for meta_path in sorted(data.glob("*/meta.json")):
+        meta = json.loads(meta_path.read_text())
+        if split not in (None, "all") and meta["split"] != split:
+            continue
+        d = meta_path.parent
+        stems = {k: read_wav(d / f"{k}.wav")[0] for k in ("mixture", "music", "ost")}
+        clips.append(Clip(meta["id"], meta["split"], stems["mixture"], stems["music"], stems["ost"], meta))
+    if not clips:
+        raise DataError(f"{data}: no clips" + (f" in split {split!r}" if split else ""))
+    return clips

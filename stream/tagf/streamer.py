@@ -1,0 +1,190 @@
+"""``TagfStreamer``: TAGF over a live stream of per-frame features, chunk by chunk.
+
+Like ``DemucsStreamer`` for ``Demucs`` (facebookresearch/denoiser): ``feed`` takes any number of
+frames and returns the outputs that became final, ``flush`` ends the stream, and the result equals
+:meth:`TagfModel.forward_sliding` on the whole stream (``selfcheck`` measures the difference).
+
+Per frame (10 Hz) the causal encoders run once, with ``encoder_context`` frames of input history.
+Every ``hop`` frames a window of the last ``window`` encoded frames goes through the recursive
+joint cross-attention and the gate, and yields the outputs of ``hop`` frames that lie ``lookahead``
+frames before the window's end. The time-axis gate's forward LSTM state is carried from window to
+window; its backward direction sees only the ``hop + lookahead`` frames from the first emitted
+frame to the window's end. Algorithmic lag: ``hop + lookahead − 1`` frames.
+"""
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+import torch
+
+from stream.tagf.model import TagfConfig, TagfModel
+
+FRAME_S = 0.1
+
+
+class TagfStreamer:
+    """Streaming wrapper of a :class:`TagfModel` (switched to eval mode).
+
+    ``feed(visual (n, DV_IN), audio (n, DA_IN)) -> (m, 2)`` valence/arousal of the next m frames.
+    """
+
+    def __init__(self, model: TagfModel) -> None:
+        self.model = model.eval()
+        self.cfg: TagfConfig = model.config
+        self.reset()
+
+    def reset(self) -> None:
+        cfg, m = self.cfg, self.model
+        c = m.encoder_context
+        self.history = torch.zeros(c, cfg.visual_dim + cfg.audio_dim)
+        with torch.no_grad():
+            v, a = self._encode(torch.zeros(m.left_pad, cfg.visual_dim + cfg.audio_dim))
+        self.buffer = torch.cat([v, a], dim=-1)  # encoded frames not yet slid past: (≤ W, Dv+Da)
+        self.state: tuple[torch.Tensor, torch.Tensor] | None = None
+        self.frames_in = 0
+        self.frames_out = 0
+        self.finished = False
+
+    # -- properties (denoiser's names) ------------------------------------------------------------
+    @property
+    def lag_frames(self) -> int:
+        return self.cfg.hop + self.cfg.lookahead - 1
+
+    @property
+    def lag_ms(self) -> float:
+        return self.lag_frames * FRAME_S * 1000
+
+    @property
+    def stride_ms(self) -> float:
+        return self.cfg.hop * FRAME_S * 1000
+
+    @property
+    def window_ms(self) -> float:
+        return self.cfg.window * FRAME_S * 1000
+
+    # -- streaming ---------------------------------------------------------------------------
+    def _encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """New raw frames (n, DV_IN + DA_IN) → their encodings, using and updating the input history."""
+        dv = self.cfg.visual_dim
+        full = torch.cat([self.history, x], dim=0)
+        self.history = full[full.shape[0] - self.model.encoder_context:].clone()
+        v, a = self.model.encode_frames(full[None, :, :dv], full[None, :, dv:])
+        return v[0], a[0]
+
+    def _run_windows(self) -> torch.Tensor:
+        cfg = self.cfg
+        outs = []
+        dv = self.cfg.visual_channels[-1]
+        while self.buffer.shape[0] >= cfg.window:
+            w = self.buffer[None, :cfg.window]
+            feats = self.model.window_features(w[..., :dv], w[..., dv:])
+            y, self.state = self.model.emit(feats, self.state)
+            outs.append(y)
+            self.buffer = self.buffer[cfg.hop:]
+        return torch.cat(outs) if outs else torch.zeros(0, 2)
+
+    def feed(self, visual: np.ndarray, audio: np.ndarray) -> np.ndarray:
+        """visual (n, DV_IN), audio (n, DA_IN) float32 → (m, 2) float32: outputs that became final."""
+        if self.finished:
+            raise RuntimeError("feed after flush")
+        x = torch.cat([torch.as_tensor(np.asarray(visual, np.float32)), torch.as_tensor(np.asarray(audio, np.float32))], -1)
+        if x.shape[0] == 0:
+            return np.zeros((0, 2), np.float32)
+        with torch.no_grad():
+            v, a = self._encode(x)
+            self.buffer = torch.cat([self.buffer, torch.cat([v, a], dim=-1)], dim=0)
+            self.frames_in += x.shape[0]
+            y = self._run_windows()
+        self.frames_out += y.shape[0]
+        return y.numpy().astype(np.float32)
+
+    def flush(self) -> np.ndarray:
+        """End of stream: zero frames as lookahead (and to complete the hop) → the remaining outputs."""
+        cfg = self.cfg
+        n_pad = (-self.frames_in) % cfg.hop + cfg.lookahead
+        real_in = self.frames_in
+        y = self.feed(np.zeros((n_pad, cfg.visual_dim), np.float32), np.zeros((n_pad, cfg.audio_dim), np.float32))
+        keep = max(0, real_in - (self.frames_out - y.shape[0]))
+        self.frames_in = real_in
+        self.frames_out = real_in
+        self.finished = True
+        return y[:keep]
+
+    # -- state -------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to continue bit-identically (numpy arrays, ints): ~25 kB."""
+        return {
+            "history": self.history.numpy().copy(),
+            "buffer": self.buffer.numpy().copy(),
+            "lstm": None if self.state is None else (self.state[0].numpy().copy(), self.state[1].numpy().copy()),
+            "frames_in": self.frames_in,
+            "frames_out": self.frames_out,
+            "finished": self.finished,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.history = torch.from_numpy(np.array(state["history"], np.float32))
+        self.buffer = torch.from_numpy(np.array(state["buffer"], np.float32))
+        lstm = state["lstm"]
+        self.state = None if lstm is None else (torch.from_numpy(np.array(lstm[0])), torch.from_numpy(np.array(lstm[1])))
+        self.frames_in = int(state["frames_in"])
+        self.frames_out = int(state["frames_out"])
+        self.finished = bool(state["finished"])
+
+
+def _random_chunks(rng: np.random.Generator, n: int, window: int) -> list[int]:
+    sizes, left = [], n
+    while left > 0:
+        s = int(min(left, rng.choice([1, 1, 2, 3, 5, window + 7, 2 * window + 1])))
+        sizes.append(s)
+        left -= s
+    return sizes
+
+
+def selfcheck(seed: int = 0, model: TagfModel | None = None, n_frames: int = 157) -> dict[str, Any]:
+    """Streaming vs offline sliding-window output on random features, over several chunkings
+    (all 1-frame chunks, chunks larger than the window, random mixes, and a state save/load in the
+    middle). → ``{"name": "tagf", "lag_ms", "stride_ms", "window_ms", "rtf", "delta", "fusion"}``,
+    ``delta`` = max over chunkings of ‖stream − offline‖ / ‖offline‖; ``rtf`` = compute time per
+    media time of streaming, one thread."""
+    import pickle
+
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    if model is None:
+        from stream.tagf.stage import load_default_model
+
+        model = load_default_model()
+    model = model.eval()
+    cfg = model.config
+    vis = rng.normal(0, 1, (n_frames, cfg.visual_dim)).astype(np.float32)
+    aud = rng.normal(0, 1, (n_frames, cfg.audio_dim)).astype(np.float32)
+    with torch.no_grad():
+        ref = model.forward_sliding(torch.from_numpy(vis)[None], torch.from_numpy(aud)[None])[0].numpy()
+    chunkings = [[1] * n_frames, [cfg.window + 5] * (n_frames // (cfg.window + 5)) + [n_frames % (cfg.window + 5)],
+                 [n_frames]] + [_random_chunks(rng, n_frames, cfg.window) for _ in range(3)]
+    deltas, compute_s = [], 0.0
+    for ci, sizes in enumerate(chunkings):
+        st = TagfStreamer(model)
+        outs, pos = [], 0
+        t0 = time.perf_counter()
+        for j, s in enumerate(sizes):
+            if s == 0:
+                continue
+            outs.append(st.feed(vis[pos:pos + s], aud[pos:pos + s]))
+            pos += s
+            if ci == len(chunkings) - 1 and j == len(sizes) // 2:  # save/load through bytes mid-stream
+                blob = pickle.dumps(st.state_dict())
+                st = TagfStreamer(model)
+                st.load_state_dict(pickle.loads(blob))
+        outs.append(st.flush())
+        if ci == 0:
+            compute_s = time.perf_counter() - t0
+        out = np.concatenate(outs)
+        assert out.shape == ref.shape, (out.shape, ref.shape)
+        deltas.append(float(np.linalg.norm(out - ref) / max(np.linalg.norm(ref), 1e-12)))
+    return {"name": "tagf", "fusion": cfg.fusion, "lag_ms": TagfStreamer(model).lag_ms,
+            "stride_ms": TagfStreamer(model).stride_ms, "window_ms": TagfStreamer(model).window_ms,
+            "rtf": compute_s / (n_frames * FRAME_S), "delta": max(deltas)}
