@@ -79,6 +79,8 @@ export async function start(tabId) {
   await ensureContentScript(tabId);
   await setActive({ tabId, mode: 'starting', startedAt: Date.now(), models: {}, connection: { state: 'connecting' }, notice: '' });
   await setBadge('…', '#f0b429');
+  // The overlay first, so that no early event or the welcome's model list arrives before it.
+  await toTab(tabId, { type: 'vibescope:mount', settings: { show: settings.show }, notice: '', connection: { state: 'connecting' } });
   let streamId = null;
   let refusal = null;
   try {
@@ -91,7 +93,6 @@ export async function start(tabId) {
     const res = await toOffscreen({ type: 'start', streamId, tabId, settings });
     if (res?.ok) {
       await patchActive({ mode: 'tab' });
-      await toTab(tabId, { type: 'vibescope:mount', mode: 'tab', settings: { show: settings.show }, notice: '' });
       await setBadge('ON');
       return { ok: true, mode: 'tab' };
     }
@@ -112,12 +113,12 @@ export async function start(tabId) {
 
 export async function stop() {
   const active = await getActive();
+  await setActive(null); // first: late reports from the offscreen document are no longer relayed
   if (await hasOffscreen()) {
     await toOffscreen({ type: 'stop' }).catch(() => {});
     await chrome.offscreen.closeDocument().catch(() => {});
   }
   if (active) await toTab(active.tabId, { type: 'vibescope:unmount' });
-  await setActive(null);
   await setBadge('');
   return { ok: true };
 }

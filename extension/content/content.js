@@ -10,6 +10,7 @@
   let overlayMod = null;
   let overlay = null;
   let fallback = null; // {transport, capture, video}
+  let mounting = null; // the mount in progress (the overlay module loads asynchronously)
   const posKey = `overlayPos:${location.host}`;
 
   async function mount({ settings = {}, notice = '', models = null, connection = null } = {}) {
@@ -83,10 +84,13 @@
         case 'vibescope:ping':
           return { ok: true };
         case 'vibescope:mount':
-          await mount(msg);
+          mounting = mount(msg);
+          await mounting;
           return { ok: true };
         case 'vibescope:update': {
-          const ov = overlay ?? await mount({});
+          // mounted by vibescope:mount or the tab-ready handshake only, never by a stray update
+          const ov = overlay ?? (mounting ? await mounting.catch(() => null) : null);
+          if (!ov) return { ok: false };
           if (msg.kind === 'event') ov.update(msg.payload.event, msg.payload.client ?? {});
           else if (msg.kind === 'connection') ov.setConnection(msg.payload.state, msg.payload.detail ?? {});
           else if (msg.kind === 'welcome') ov.setModels(msg.payload.models ?? {});
@@ -97,6 +101,7 @@
         case 'vibescope:status':
           return fallback ? { transport: { state: fallback.transport.state, stats: fallback.transport.stats, sessionId: fallback.transport.sessionId }, capture: fallback.capture.stats() } : null;
         case 'vibescope:unmount':
+          mounting = null;
           await stopFallback();
           unmount();
           return { ok: true };
@@ -111,6 +116,6 @@
   chrome.runtime.sendMessage({ type: 'vibescope:tab-ready' }).then((state) => {
     if (!state?.active) return;
     if (state.restartFallback) startFallback(state).catch(() => chrome.runtime.sendMessage({ type: 'vibescope:fallback-ended' }));
-    else mount(state);
+    else mounting = mount(state);
   }).catch(() => {});
 })();

@@ -1,0 +1,312 @@
+"""End to end: the unpacked extension in Debian's Chromium, streaming a real page to a real server.
+
+A local page plays a WebM (VP8 + Opus: a face and a chord progression); the extension's own
+start path (the function the toolbar action calls) captures the tab through chrome.tabCapture and
+the offscreen document, streams PCM16 and JPEG frames to `vibescope serve` (Redis-backed), and the
+overlay in the page shows the events that come back. The server is then killed with SIGKILL and
+restarted on the same port: the extension must reconnect and resume the same session.
+
+Chromium's `--allowlisted-extension-id` switch stands in for the user's click on the action (a
+test cannot make a user gesture); everything after getMediaStreamId is the real capture path.
+"""
+from __future__ import annotations
+
+import http.server
+import json
+import os
+import re
+import shutil
+import socketserver
+import threading
+import time
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+
+from conftest import ServerProcess, free_port
+
+ROOT = Path(__file__).resolve().parents[1]
+EXTENSION = ROOT / "extension"
+CHROMIUM = "/usr/bin/chromium"
+ARTIFACTS = Path(os.environ.get("VIBESCOPE_ARTIFACTS", ROOT / "artifacts"))
+
+pytestmark = pytest.mark.browser
+
+
+def extension_id(manifest: Path = EXTENSION / "manifest.json") -> str:
+    """Chromium's id for an extension with a `key`: sha256 of the public key, hex mapped to a–p."""
+    import base64
+    import hashlib
+
+    der = base64.b64decode(json.loads(manifest.read_text())["key"])
+    return "".join(chr(ord("a") + int(c, 16)) for c in hashlib.sha256(der).hexdigest()[:32])
+
+
+@pytest.fixture(scope="module")
+def chromium() -> str:
+    if Path(CHROMIUM).exists():
+        return CHROMIUM
+    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+        pytest.fail(f"{CHROMIUM} is missing under CI: `make test` installs Debian's chromium (apt-get install -y chromium)")
+    pytest.skip(f"{CHROMIUM} is not installed (apt-get install -y chromium); not under CI, so skipping")
+
+
+def _face_image(width: int, height: int) -> np.ndarray:
+    """A real photograph of a face (matplotlib's grace_hopper.jpg) when available, else a drawn one."""
+    from PIL import Image, ImageDraw
+
+    canvas = Image.new("RGB", (width, height), (40, 44, 60))
+    try:
+        import matplotlib
+
+        face = Image.open(Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg").convert("RGB")
+        face = face.resize((int(face.width * height / face.height), height))
+        canvas.paste(face, ((width - face.width) // 2, 0))
+    except (ImportError, OSError):
+        d = ImageDraw.Draw(canvas)
+        cx, cy, r = width // 2, height // 2, height // 3
+        d.ellipse((cx - r, cy - r, cx + r, cy + r), fill=(224, 182, 150))
+        for ex in (cx - r // 2.5, cx + r // 2.5):
+            d.ellipse((ex - 12, cy - r // 3 - 8, ex + 12, cy - r // 3 + 8), fill=(40, 30, 30))
+        d.arc((cx - r // 2, cy, cx + r // 2, cy + r // 1.6), 20, 160, fill=(120, 40, 40), width=6)
+    return np.asarray(canvas)
+
+
+def make_clip(path: Path, seconds: float = 6.0, fps: int = 15, rate: int = 48000) -> Path:
+    """640×360 VP8 video of a face drifting slowly, Opus audio of a chord progression."""
+    base = _face_image(640, 360)
+    with av.open(str(path), "w", format="webm") as out:
+        vs = out.add_stream("libvpx", rate=fps)
+        vs.width, vs.height, vs.pix_fmt = 640, 360, "yuv420p"
+        vs.bit_rate = 800_000
+        aus = out.add_stream("libopus", rate=rate)
+        aus.layout = "stereo"
+        for i in range(int(seconds * fps)):
+            img = np.roll(base, int(8 * np.sin(i / fps * 2)), axis=1)
+            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(img), format="rgb24")
+            frame.pts = i
+            frame.time_base = Fraction(1, fps)
+            for p in vs.encode(frame):
+                out.mux(p)
+        for p in vs.encode():
+            out.mux(p)
+        n = int(seconds * rate)
+        t = np.arange(n) / rate
+        chords = [(261.6, 329.6, 392.0), (220.0, 261.6, 329.6), (174.6, 220.0, 261.6), (196.0, 246.9, 293.7)]
+        audio = np.zeros(n)
+        for k, chord in enumerate(chords * int(np.ceil(seconds / 4))):
+            seg = (t >= k * 1.0) & (t < (k + 1) * 1.0)
+            env = np.exp(-3 * (t[seg] - k))
+            for f in chord:
+                audio[seg] += env * (np.sin(2 * np.pi * f * t[seg]) + 0.3 * np.sin(4 * np.pi * f * t[seg]))
+        audio = (0.12 * audio / np.abs(audio).max() * 2).astype(np.float32)
+        stereo = np.stack([audio, audio])
+        for k in range(0, n, 960):
+            chunk = np.ascontiguousarray(stereo[:, k:k + 960])
+            af = av.AudioFrame.from_ndarray(chunk, format="fltp", layout="stereo")
+            af.sample_rate = rate
+            af.pts = k
+            af.time_base = Fraction(1, rate)
+            for p in aus.encode(af):
+                out.mux(p)
+        for p in aus.encode():
+            out.mux(p)
+    return path
+
+
+PAGE = """<!doctype html><meta charset="utf-8"><title>vibescope e2e page</title>
+<style>body{margin:0;background:#111;color:#ddd;font:14px sans-serif} .wrap{padding:24px}
+/* hostile page CSS: the overlay's shadow root must not be affected */
+div{font-size:40px !important;color:red !important} span,button{display:none !important}</style>
+<div class="wrap"><video id="clip" src="clip.webm" autoplay loop playsinline controls width="640" height="360"></video></div>
+"""
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory):
+    root = tmp_path_factory.mktemp("site")
+    make_clip(root / "clip.webm")
+    (root / "index.html").write_text(PAGE)
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def __init__(self, *a, **kw):
+            super().__init__(*a, directory=str(root), **kw)
+
+        def log_message(self, *a):
+            pass
+
+    httpd = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Quiet)
+    httpd.daemon_threads = True
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}/index.html"
+    httpd.shutdown()
+
+
+def wait_for(predicate, timeout: float, what: str, interval: float = 0.2):
+    """Poll until `predicate()` is truthy; the timeout only bounds a hang, it asserts nothing."""
+    deadline = time.time() + timeout
+    last = None
+    while time.time() < deadline:
+        last = predicate()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out waiting for {what}; last value: {last!r}")
+
+
+def counter(metrics: dict[str, float], name: str, **labels: str) -> float:
+    key = name + ("{" + ",".join(f'{k}="{v}"' for k, v in labels.items()) + "}" if labels else "")
+    return metrics.get(key, 0.0)
+
+
+def test_extension_streams_a_tab_shows_the_overlay_and_resumes_after_a_server_crash(chromium, site, redis_url, redis_prefix, tmp_path):
+    from playwright.sync_api import sync_playwright
+
+    ext_id = extension_id()
+    port = free_port()
+    server_args = ("--host", "127.0.0.1", "--redis", redis_url, "--redis-prefix", redis_prefix)
+    srv = ServerProcess(port, *server_args).start()
+    profile = tmp_path / "profile"
+    try:
+        with sync_playwright() as pw:
+            ctx = pw.chromium.launch_persistent_context(
+                str(profile),
+                executable_path=chromium,
+                headless=False,
+                viewport={"width": 1000, "height": 520},
+                args=[
+                    "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                    f"--disable-extensions-except={EXTENSION}", f"--load-extension={EXTENSION}",
+                    f"--allowlisted-extension-id={ext_id}", "--autoplay-policy=no-user-gesture-required",
+                ],
+            )
+            try:
+                worker = ctx.service_workers[0] if ctx.service_workers else ctx.wait_for_event("serviceworker", timeout=15000)
+                assert worker.url == f"chrome-extension://{ext_id}/background.js", "the manifest key fixes the extension id"
+
+                # --- options page: point the extension at the server, test the connection ---------
+                options = ctx.new_page()
+                options.goto(f"chrome-extension://{ext_id}/options/options.html")
+                options.fill("#server", srv.http)
+                options.fill("#fps", "10")
+                options.click("#save")
+                options.locator("#result.ok").wait_for(timeout=5000)
+                options.click("#test")
+                result = options.locator("#result")
+                wait_for(lambda: "Connected" in result.inner_text() or "Could not" in result.inner_text(), 15, "test connection")
+                assert "Connected to ws://127.0.0.1:%d/v1/stream" % port in result.inner_text(), result.inner_text()
+                options.close()
+
+                # --- the video page -----------------------------------------------------------------
+                page = ctx.new_page()
+                page.goto(site)
+                wait_for(lambda: page.evaluate("document.getElementById('clip').currentTime > 0.3"), 15, "the page's video to play")
+                for other in ctx.pages:
+                    if other is not page:
+                        other.close()
+                # without the "tabs" permission the extension cannot match tabs by URL: the page is the only tab
+                tab_ids = worker.evaluate("async () => (await chrome.tabs.query({})).map((t) => t.id)")
+                assert len(tab_ids) == 1, tab_ids
+                tab_id = tab_ids[0]
+
+                # --- start, as the toolbar action does ----------------------------------------------
+                started = worker.evaluate("(id) => vibescope.toggle(id)", tab_id)
+                assert started == {"ok": True, "mode": "tab"}, started
+
+                # frames and audio reach the server (its own counters)
+                m = wait_for(lambda: (lambda m: m if counter(m, "vibescope_frames_total", kind="audio") >= 20
+                                      and counter(m, "vibescope_frames_total", kind="video") >= 10
+                                      and counter(m, "vibescope_events_total") >= 10 else None)(srv.metrics()),
+                             30, "audio, video and events counted by the server")
+                assert counter(m, "vibescope_sessions_active") == 1
+
+                # overlay events come back and the overlay's DOM shows them
+                page.locator("#vs-panel").wait_for(timeout=10000)
+                wait_for(lambda: int(page.locator("#vs-time").get_attribute("data-events") or 0) >= 10, 20, "overlay updates")
+                assert page.locator("#vs-conn").get_attribute("data-state") == "live"
+                assert re.search(r"media t = \d+\.\d s", page.locator("#vs-time").inner_text())
+                music_text = page.locator("#vs-music-state").inner_text()
+                assert music_text in ("BGM detected", "no BGM detected", "music: not available")
+                prov_text = page.locator("#vs-models").inner_text()
+                assert "validat" in prov_text or "waiting" not in prov_text, prov_text
+                status = worker.evaluate("() => vibescope.status()")
+                welcome_models = status["active"]["models"]
+                assert isinstance(welcome_models, dict)
+                # the point is drawn only when the server sends valence/arousal
+                point_visible = page.locator("#vs-va-point").get_attribute("visibility") == "visible"
+                last_has_va = page.evaluate(
+                    "() => { const h = document.getElementById('vibescope-overlay-host');"
+                    " return h.shadowRoot.getElementById('vs-valence').textContent !== 'V —'; }")
+                assert point_visible == last_has_va
+                if not last_has_va:
+                    assert "not available" in page.locator("#vs-va-words").inner_text()
+                # page CSS does not reach into the shadow root (the page hides all spans/buttons)
+                assert page.locator("#vs-collapse").is_visible()
+                assert page.evaluate("getComputedStyle(document.getElementById('vibescope-overlay-host').shadowRoot"
+                                     ".getElementById('vs-conn')).display") != "none"
+
+                # the tab stays audible: offscreen audio is routed to the speakers and carries sound,
+                # and the page's own video keeps playing
+                cap = status["offscreen"]["capture"]
+                assert cap["routedToDestination"] is True
+                assert cap["audioContextState"] == "running"
+                wait_for(lambda: (worker.evaluate("() => vibescope.status()")["offscreen"]["capture"]["playbackRms"] or 0) > 0.005,
+                         10, "tab audio on the playback path")
+                t0 = page.evaluate("document.getElementById('clip').currentTime")
+                wait_for(lambda: page.evaluate("document.getElementById('clip').currentTime") != t0, 5, "video time advancing")
+                assert page.evaluate("(() => { const v = document.getElementById('clip'); return !v.paused && !v.muted; })()")
+                assert cap["audioFrames"] > 0 and cap["inputRms"] > 0.005, cap
+
+                # the overlay follows the video and leaves the page's controls clickable
+                assert page.locator("#vs-panel").get_attribute("data-anchor") == "video"
+                hit = page.evaluate("""() => { const r = document.getElementById('clip').getBoundingClientRect();
+                    return document.elementFromPoint(r.left + r.width / 2, r.bottom - 12).id; }""")
+                assert hit == "clip", f"the video's control bar is covered by {hit!r}"
+
+                ARTIFACTS.mkdir(parents=True, exist_ok=True)
+                page.screenshot(path=str(ARTIFACTS / "overlay.png"))
+
+                # dragging moves the panel and the place is remembered
+                box = page.locator("#vs-head").bounding_box()
+                page.mouse.move(box["x"] + 40, box["y"] + box["height"] / 2)
+                page.mouse.down()
+                page.mouse.move(box["x"] + 240, box["y"] + 120, steps=5)
+                page.mouse.up()
+                moved = page.locator("#vs-head").bounding_box()
+                assert moved["x"] > box["x"] + 100  # (vertical room inside the 360 px video is small)
+                saved = wait_for(lambda: worker.evaluate(
+                    "async (k) => (await chrome.storage.local.get(k))[k]", "overlayPos:" + site.split("/")[2]), 5, "saved position")
+                assert saved["fx"] > 0.2
+
+                # --- crash the server, restart it on the same port: reconnect and resume -------------
+                before = worker.evaluate("() => vibescope.status()")["offscreen"]["transport"]
+                session_id = before["sessionId"]
+                assert session_id and before["ackedSeq"] > 0
+                srv.kill()
+                wait_for(lambda: page.locator("#vs-conn").get_attribute("data-state") == "reconnecting", 10, "overlay showing reconnecting")
+                events_before = int(page.locator("#vs-time").get_attribute("data-events"))
+                srv = ServerProcess(port, *server_args).start()
+                after = wait_for(lambda: (lambda s: s if s["state"] == "live" and s["stats"]["resumed"] >= 1 else None)(
+                    worker.evaluate("() => vibescope.status()")["offscreen"]["transport"]), 45, "the extension to resume")
+                assert after["sessionId"] == session_id, "resumed the same session"
+                m2 = wait_for(lambda: (lambda m: m if counter(m, "vibescope_frames_total", kind="audio") >= 5
+                                       and counter(m, "vibescope_events_total") >= 3 else None)(srv.metrics()),
+                              30, "frames counted by the restarted server")
+                assert counter(m2, "vibescope_errors_total", code="bad_seq") == 0
+                assert counter(m2, "vibescope_sessions_total", outcome="new") == 0, "no new session was started"
+                wait_for(lambda: int(page.locator("#vs-time").get_attribute("data-events")) > events_before + 5, 20, "overlay updates after resume")
+                assert page.locator("#vs-conn").get_attribute("data-state") == "live"
+
+                # --- stop from the action: the overlay goes away --------------------------------------
+                stopped = worker.evaluate("(id) => vibescope.toggle(id)", tab_id)
+                assert stopped == {"ok": True}
+                page.locator("#vibescope-overlay-host").wait_for(state="detached", timeout=5000)
+            finally:
+                ctx.close()
+    finally:
+        srv.stop()
+        shutil.rmtree(profile, ignore_errors=True)
