@@ -126,10 +126,16 @@ div{font-size:40px !important;color:red !important} span,button{display:none !im
 
 
 @pytest.fixture(scope="module")
-def site(tmp_path_factory):
+def site_dir(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("site")
     make_clip(root / "clip.webm")
     (root / "index.html").write_text(PAGE)
+    return root
+
+
+@pytest.fixture(scope="module")
+def site(site_dir):
+    root = site_dir
 
     class Quiet(http.server.SimpleHTTPRequestHandler):
         def __init__(self, *a, **kw):
@@ -162,6 +168,35 @@ def counter(metrics: dict[str, float], name: str, **labels: str) -> float:
     return metrics.get(key, 0.0)
 
 
+def launch(pw, chromium: str, profile: Path, allowlist: bool = True):
+    """Chromium with the unpacked extension, headless new mode (shared/BROWSER.md recipe)."""
+    args = [
+        "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync",
+        f"--disable-extensions-except={EXTENSION}", f"--load-extension={EXTENSION}",
+        "--autoplay-policy=no-user-gesture-required",
+    ]
+    if allowlist:
+        args.append(f"--allowlisted-extension-id={extension_id()}")
+    return pw.chromium.launch_persistent_context(str(profile), executable_path=chromium, headless=False,
+                                                 viewport={"width": 1000, "height": 520}, args=args)
+
+
+def only_tab(ctx, page, worker) -> int:
+    """The id of `page`'s tab. Without the "tabs" permission the extension cannot match tabs by URL,
+    so every other page is closed first."""
+    for other in ctx.pages:
+        if other is not page:
+            other.close()
+    tab_ids = worker.evaluate("async () => (await chrome.tabs.query({})).map((t) => t.id)")
+    assert len(tab_ids) == 1, tab_ids
+    return tab_ids[0]
+
+
+def service_worker(ctx):
+    return ctx.service_workers[0] if ctx.service_workers else ctx.wait_for_event("serviceworker", timeout=15000)
+
+
 def test_extension_streams_a_tab_shows_the_overlay_and_resumes_after_a_server_crash(chromium, site, redis_url, redis_prefix, tmp_path):
     from playwright.sync_api import sync_playwright
 
@@ -172,20 +207,9 @@ def test_extension_streams_a_tab_shows_the_overlay_and_resumes_after_a_server_cr
     profile = tmp_path / "profile"
     try:
         with sync_playwright() as pw:
-            ctx = pw.chromium.launch_persistent_context(
-                str(profile),
-                executable_path=chromium,
-                headless=False,
-                viewport={"width": 1000, "height": 520},
-                args=[
-                    "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                    f"--disable-extensions-except={EXTENSION}", f"--load-extension={EXTENSION}",
-                    f"--allowlisted-extension-id={ext_id}", "--autoplay-policy=no-user-gesture-required",
-                ],
-            )
+            ctx = launch(pw, chromium, profile)
             try:
-                worker = ctx.service_workers[0] if ctx.service_workers else ctx.wait_for_event("serviceworker", timeout=15000)
+                worker = service_worker(ctx)
                 assert worker.url == f"chrome-extension://{ext_id}/background.js", "the manifest key fixes the extension id"
 
                 # --- options page: point the extension at the server, test the connection ---------
@@ -205,13 +229,7 @@ def test_extension_streams_a_tab_shows_the_overlay_and_resumes_after_a_server_cr
                 page = ctx.new_page()
                 page.goto(site)
                 wait_for(lambda: page.evaluate("document.getElementById('clip').currentTime > 0.3"), 15, "the page's video to play")
-                for other in ctx.pages:
-                    if other is not page:
-                        other.close()
-                # without the "tabs" permission the extension cannot match tabs by URL: the page is the only tab
-                tab_ids = worker.evaluate("async () => (await chrome.tabs.query({})).map((t) => t.id)")
-                assert len(tab_ids) == 1, tab_ids
-                tab_id = tab_ids[0]
+                tab_id = only_tab(ctx, page, worker)
 
                 # --- start, as the toolbar action does ----------------------------------------------
                 started = worker.evaluate("(id) => vibescope.toggle(id)", tab_id)
@@ -310,3 +328,61 @@ def test_extension_streams_a_tab_shows_the_overlay_and_resumes_after_a_server_cr
     finally:
         srv.stop()
         shutil.rmtree(profile, ignore_errors=True)
+
+
+def test_where_tab_capture_is_refused_the_page_video_element_is_streamed_and_the_overlay_says_so(chromium, site, server, tmp_path):
+    """Without the allowlist switch (and without a user gesture) Chromium refuses tab capture: the
+    content script falls back to the page's <video>.captureStream() and states it in the overlay."""
+    from playwright.sync_api import sync_playwright
+
+    before = server.metrics()
+    with sync_playwright() as pw:
+        ctx = launch(pw, chromium, tmp_path / "profile", allowlist=False)
+        try:
+            worker = service_worker(ctx)
+            worker.evaluate("(s) => chrome.storage.local.set({settings: {server: s, fps: 10}})", server.http)
+            page = ctx.new_page()
+            page.goto(site)
+            wait_for(lambda: page.evaluate("document.getElementById('clip').currentTime > 0.3"), 15, "the page's video to play")
+            tab_id = only_tab(ctx, page, worker)
+            started = worker.evaluate("(id) => vibescope.toggle(id)", tab_id)
+            assert started["ok"] is True and started["mode"] == "video", started
+            assert started["refusal"], "the reason tab capture was refused is kept"
+            notice = page.locator("#vs-notice")
+            notice.wait_for(timeout=10000)
+            assert "Tab capture refused" in notice.inner_text() and "<video>" in notice.inner_text()
+            wait_for(lambda: int(page.locator("#vs-time").get_attribute("data-events") or 0) >= 5, 30, "overlay updates")
+            m = wait_for(lambda: (lambda m: m if counter(m, "vibescope_frames_total", kind="audio") - counter(before, "vibescope_frames_total", kind="audio") >= 10
+                                  and counter(m, "vibescope_frames_total", kind="video") > counter(before, "vibescope_frames_total", kind="video") else None)(server.metrics()),
+                         20, "frames from the <video> element counted by the server")
+            assert m
+            assert page.evaluate("(() => { const v = document.getElementById('clip'); return !v.paused && !v.muted; })()")
+            assert worker.evaluate("(id) => vibescope.toggle(id)", tab_id) == {"ok": True}
+            page.locator("#vibescope-overlay-host").wait_for(state="detached", timeout=5000)
+        finally:
+            ctx.close()
+
+
+def test_demo_page_streams_a_chosen_file_like_the_extension(chromium, site_dir, server, tmp_path):
+    """The server's demo page (/) with a local file: same modules from /lib/, same frames."""
+    from playwright.sync_api import sync_playwright
+
+    before = server.metrics()
+    with sync_playwright() as pw:
+        ctx = launch(pw, chromium, tmp_path / "profile", allowlist=False)
+        try:
+            page = ctx.pages[0] if ctx.pages else ctx.new_page()
+            page.goto(server.http + "/")
+            page.set_input_files("#file", str(site_dir / "clip.webm"))
+            page.click("#start")
+            wait_for(lambda: int(page.locator("#vs-time").get_attribute("data-events") or 0) >= 5, 30, "overlay updates on the demo page")
+            assert page.locator("#vs-conn").get_attribute("data-state") == "live"
+            m = server.metrics()
+            assert counter(m, "vibescope_frames_total", kind="audio") - counter(before, "vibescope_frames_total", kind="audio") >= 5
+            assert counter(m, "vibescope_frames_total", kind="video") > counter(before, "vibescope_frames_total", kind="video")
+            enc = page.evaluate("window.vibescopeDemo.capture.stats()")
+            assert enc["videoEncoder"] == "worker" and enc["videoSize"]["height"] == 360, enc
+            page.click("#stop")
+            page.locator("#vibescope-overlay-host").wait_for(state="detached", timeout=5000)
+        finally:
+            ctx.close()
