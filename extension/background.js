@@ -99,9 +99,10 @@ export async function start(tabId) {
     refusal = res?.error ?? 'the offscreen document could not open the tab stream';
   }
   // Fallback: the content script captures the page's playing <video> element.
-  const notice = `Tab capture refused (${refusal}); analysing this page's <video> element instead.`;
-  await patchActive({ mode: 'video', notice });
-  const res = await toTab(tabId, { type: 'vibescope:start-fallback', settings, notice });
+  // Short in the overlay; Chromium's reason in the tooltip.
+  const notice = "Tab capture refused: analysing this page's <video> element instead.";
+  await patchActive({ mode: 'video', notice, noticeDetail: refusal });
+  const res = await toTab(tabId, { type: 'vibescope:start-fallback', settings, notice, noticeDetail: refusal });
   if (res?.ok) {
     await setBadge('VID', '#5aa9e6');
     return { ok: true, mode: 'video', refusal };
@@ -169,7 +170,7 @@ chrome.runtime.onMessage.addListener((msg, sender, sendResponse) => {
           const settings = await loadSettings();
           if (active.mode === 'video') {
             // a new document: the <video> fallback capture must start again in it
-            return { active: true, mode: 'video', restartFallback: true, settings, notice: active.notice };
+            return { active: true, mode: 'video', restartFallback: true, settings, notice: active.notice, noticeDetail: active.noticeDetail };
           }
           return { active: true, mode: active.mode, models: active.models, connection: active.connection, notice: active.notice, settings: { show: settings.show } };
         }

@@ -351,12 +351,28 @@ def test_where_tab_capture_is_refused_the_page_video_element_is_streamed_and_the
             notice = page.locator("#vs-notice")
             notice.wait_for(timeout=10000)
             assert "Tab capture refused" in notice.inner_text() and "<video>" in notice.inner_text()
+            assert notice.get_attribute("title") == started["refusal"]
             wait_for(lambda: int(page.locator("#vs-time").get_attribute("data-events") or 0) >= 5, 30, "overlay updates")
             m = wait_for(lambda: (lambda m: m if counter(m, "vibescope_frames_total", kind="audio") - counter(before, "vibescope_frames_total", kind="audio") >= 10
                                   and counter(m, "vibescope_frames_total", kind="video") > counter(before, "vibescope_frames_total", kind="video") else None)(server.metrics()),
                          20, "frames from the <video> element counted by the server")
             assert m
             assert page.evaluate("(() => { const v = document.getElementById('clip'); return !v.paused && !v.muted; })()")
+
+            # a Shorts/TikTok-style swipe: a new <video> takes the screen, the old one is hidden;
+            # the overlay moves onto the new one
+            page.evaluate("""() => { const v = document.createElement('video');
+                v.id = 'next'; v.src = 'clip.webm'; v.muted = true; v.loop = true; v.autoplay = true;
+                v.style.cssText = 'position:fixed;left:330px;top:120px;width:640px;height:360px';
+                document.body.append(v); document.getElementById('clip').style.display = 'none'; }""")
+            def panel_on_next():
+                r = page.evaluate("""() => { const p = document.getElementById('vibescope-overlay-host').shadowRoot
+                    .getElementById('vs-panel').getBoundingClientRect();
+                    const v = document.getElementById('next').getBoundingClientRect();
+                    return p.left >= v.left && p.top >= v.top && p.right <= v.right && p.bottom <= v.bottom; }""")
+                return r
+            wait_for(panel_on_next, 10, "the overlay to follow the new video element")
+
             assert worker.evaluate("(id) => vibescope.toggle(id)", tab_id) == {"ok": True}
             page.locator("#vibescope-overlay-host").wait_for(state="detached", timeout=5000)
         finally:

@@ -13,7 +13,7 @@
   let mounting = null; // the mount in progress (the overlay module loads asynchronously)
   const posKey = `overlayPos:${location.host}`;
 
-  async function mount({ settings = {}, notice = '', models = null, connection = null } = {}) {
+  async function mount({ settings = {}, notice = '', noticeDetail = '', models = null, connection = null } = {}) {
     overlayMod ??= await import(url('lib/overlay.js'));
     if (!overlay) {
       overlay = overlayMod.createOverlay(document, {
@@ -24,7 +24,7 @@
       });
     }
     if (settings.show) overlay.setShow(settings.show);
-    overlay.setNotice(notice);
+    overlay.setNotice(notice, noticeDetail);
     if (models) overlay.setModels(models);
     if (connection) overlay.setConnection(connection.state, connection.detail ?? {});
     return overlay;
@@ -35,8 +35,8 @@
     overlay = null;
   }
 
-  async function startFallback({ settings, notice }) {
-    const ov = await mount({ settings, notice });
+  async function startFallback({ settings, notice, noticeDetail }) {
+    const ov = await mount({ settings, notice, noticeDetail });
     const [{ Transport }, { startCapture }, { findPrimaryVideo }] = await Promise.all([
       import(url('lib/protocol.js')), import(url('lib/capture.js')), import(url('lib/overlay.js')),
     ]);

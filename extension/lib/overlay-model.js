@@ -172,7 +172,7 @@ export class OverlayModel {
         valence: formatNumber(e.valence),
         arousal: formatNumber(e.arousal),
         confidence: isNum(e.confidence) ? formatPercent(e.confidence) : '—',
-        words: vaAvailable ? describeVA(e.valence, e.arousal) : 'not available (no model for valence/arousal yet)',
+        words: vaAvailable ? describeVA(e.valence, e.arousal) : 'not available: no model yet',
       },
       trail: vaAvailable ? trail : [],
       music: {

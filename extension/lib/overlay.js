@@ -272,12 +272,12 @@ export function createOverlay(doc, { loadPosition = async () => null, savePositi
     const a = anchorRect();
     const pw = panel.offsetWidth || 232;
     const ph = panel.offsetHeight || 200;
-    // inside the video when it fits, else inside the viewport
-    const box = a.width >= pw && a.height >= ph ? a : { left: 0, top: 0, width: win.innerWidth, height: win.innerHeight };
-    const x = box.left + Math.max(0, box.width - pw) * Math.min(1, Math.max(0, pos.fx));
-    const y = box.top + Math.max(0, box.height - ph) * Math.min(1, Math.max(0, pos.fy));
-    panel.style.left = `${Math.round(x)}px`;
-    panel.style.top = `${Math.round(y)}px`;
+    // inside the video where it fits; a video smaller than the panel gets it at its corner;
+    // never outside the viewport
+    const x = a.left + Math.max(0, a.width - pw) * Math.min(1, Math.max(0, pos.fx));
+    const y = a.top + Math.max(0, a.height - ph) * Math.min(1, Math.max(0, pos.fy));
+    panel.style.left = `${Math.round(Math.max(0, Math.min(win.innerWidth - pw, x)))}px`;
+    panel.style.top = `${Math.round(Math.max(0, Math.min(win.innerHeight - ph, y)))}px`;
     panel.dataset.anchor = a.video ? 'video' : 'viewport';
     if (onVideoRect && a.video) {
       const rect = { x: a.left / win.innerWidth, y: a.top / win.innerHeight, w: a.width / win.innerWidth, h: a.height / win.innerHeight };
@@ -315,9 +315,8 @@ export function createOverlay(doc, { loadPosition = async () => null, savePositi
     const a = anchorRect();
     const pw = panel.offsetWidth;
     const ph = panel.offsetHeight;
-    const box = a.width >= pw && a.height >= ph ? a : { left: 0, top: 0, width: win.innerWidth, height: win.innerHeight };
-    const fx = (ev.clientX - drag.dx - box.left) / Math.max(1, box.width - pw);
-    const fy = (ev.clientY - drag.dy - box.top) / Math.max(1, box.height - ph);
+    const fx = (ev.clientX - drag.dx - a.left) / Math.max(1, a.width - pw);
+    const fy = (ev.clientY - drag.dy - a.top) / Math.max(1, a.height - ph);
     pos = { ...pos, fx: Math.min(1, Math.max(0, fx)), fy: Math.min(1, Math.max(0, fy)) };
     place();
   });
@@ -351,7 +350,7 @@ export function createOverlay(doc, { loadPosition = async () => null, savePositi
     update(event, client = {}) { model.update(event, client); render(); },
     setConnection(state, detail = {}) { model.setConnection(state, detail); render(); },
     setModels(models) { model.setComponents(models); render(); },
-    setNotice(text) { notice.textContent = text ?? ''; },
+    setNotice(text, detail = '') { notice.textContent = text ?? ''; notice.title = detail ?? ''; },
     setShow(next) { shown = { ...shown, ...next }; applyShow(); },
     destroy() {
       win.clearInterval(timer);
