@@ -90,7 +90,7 @@ class StreamServer:
     async def stream(self, request: web.Request) -> web.StreamResponse:
         ws = web.WebSocketResponse(max_msg_size=self.config.limits.max_message_bytes, heartbeat=30.0)
         await ws.prepare(request)
-        conn = StreamConnection(self, ws)
+        conn = StreamConnection(self, ws, request.transport)
         try:
             await conn.run()
         except Exception:

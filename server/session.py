@@ -39,6 +39,9 @@ QUEUE_ITEMS = 64  # frames waiting for analysis, per connection
 VIDEO_BACKLOG = 8  # drop video once this many frames wait
 BATCH_ITEMS = 32  # frames analysed per state write at most
 HELLO_TIMEOUT_S = 10.0
+OUTBOX_ITEMS = 2048  # messages waiting to be written to one client
+CLOSE_TIMEOUT_S = 5.0
+FLOOD_SECONDS = 5  # close after this many seconds' worth of frames beyond the rate limit
 _KIND_NAMES = {Kind.AUDIO: "audio", Kind.VIDEO: "video", Kind.CONTAINER: "container"}
 
 
@@ -56,9 +59,13 @@ def _hash_token(token: str) -> str:
 
 
 class StreamConnection:
-    def __init__(self, server: "StreamServer", ws: web.WebSocketResponse) -> None:
+    def __init__(self, server: "StreamServer", ws: web.WebSocketResponse, transport: Any = None) -> None:
         self.server = server
         self.ws = ws
+        self.transport = transport
+        self.outbox: asyncio.Queue[str | bytes | tuple[int, str]] = asyncio.Queue(OUTBOX_ITEMS)
+        self._writer: asyncio.Task | None = None
+        self._close_posted = False
         self.limits = server.config.limits
         self.metrics = server.metrics
         self.session_id: str | None = None
@@ -72,28 +79,62 @@ class StreamConnection:
         self._ost_seq = 0
         self._bucket = float(self.limits.max_video_fps * 10)  # burst allowance for resends
         self._bucket_at = time.monotonic()
-        self._limited_run = 0
+        self._flood = 0.0  # rate-limited frames, decaying by max_video_fps per second
         self._last_video_ts: int | None = None
         self._closing = False
 
     # --- sending ---------------------------------------------------------------------------
+    # Every outgoing message goes through a bounded outbox drained by one writer task, so a
+    # client that stops reading can never block the reader or the analysis (it gets closed).
 
-    async def send_json(self, obj: dict[str, Any] | str) -> None:
-        if self.ws.closed:
+    def _post(self, item: str | bytes | tuple[int, str]) -> None:
+        if self._close_posted:
             return
         try:
-            await self.ws.send_str(obj if isinstance(obj, str) else json.dumps(obj))
+            self.outbox.put_nowait(item)
+        except asyncio.QueueFull:
+            self._close_posted = True
+            self._abort("client is not reading its messages")
+
+    async def _write(self) -> None:
+        ws = self.ws
+        try:
+            while True:
+                item = await self.outbox.get()
+                if isinstance(item, tuple):  # (close code, reason): the last message
+                    await ws.close(code=item[0], message=item[1][:120].encode())
+                    return
+                if isinstance(item, bytes):
+                    await ws.send_bytes(item)
+                else:
+                    await ws.send_str(item)
         except (ConnectionError, RuntimeError):
             pass  # the client went away; the reader notices
+
+    def _abort(self, why: str) -> None:
+        log.warning("aborting connection of session %s: %s", self.session_id, why)
+        self._closing = True
+        if self.transport is not None:
+            self.transport.abort()
+
+    async def send_json(self, obj: dict[str, Any] | str) -> None:
+        self._post(obj if isinstance(obj, str) else json.dumps(obj))
 
     async def send_error(self, code: str, message: str, seq: int | None = None) -> None:
         self.metrics.errors_total[code] += 1
         await self.send_json(error_message(code, message, seq))
 
     async def close(self, code: int, message: str) -> None:
+        """Close after what is already in the outbox; abort if the client does not take it."""
         self._closing = True
-        if not self.ws.closed:
-            await self.ws.close(code=code, message=message[:120].encode())
+        if not self._close_posted:
+            self._post((code, message))
+            self._close_posted = True
+        if self._writer is not None and not self._writer.done():
+            done, _ = await asyncio.wait([self._writer], timeout=CLOSE_TIMEOUT_S)
+            if not done:
+                self._writer.cancel()
+                self._abort("close timed out")
 
     async def fail(self, code: str, message: str, close_code: int) -> None:
         await self.send_error(code, message)
@@ -102,19 +143,29 @@ class StreamConnection:
     # --- lifecycle -------------------------------------------------------------------------
 
     async def run(self) -> None:
-        hello = await self._receive_hello()
-        if hello is None or not await self._open_session(hello):
-            return
-        self.server.register(self)
-        worker = asyncio.create_task(self._analyse(), name=f"analyse-{self.session_id}")
+        self._writer = asyncio.create_task(self._write())
         try:
-            await self._read()
+            hello = await self._receive_hello()
+            if hello is None or not await self._open_session(hello):
+                return
+            self.server.register(self)
+            worker = asyncio.create_task(self._analyse(), name=f"analyse-{self.session_id}")
+            try:
+                await self._read()
+            except Exception:
+                log.exception("connection of session %s failed", self.session_id)
+                await self.fail(ErrorCode.INTERNAL, "internal server error; resume to continue", CloseCode.INTERNAL)
+            finally:
+                if not worker.done():
+                    if self._closing and not self.ws.closed:  # e.g. after bye: let it finish
+                        await asyncio.wait([worker], timeout=CLOSE_TIMEOUT_S)
+                    worker.cancel()
+                self.server.unregister(self)
         finally:
-            if not worker.done():
-                if self._closing:
-                    await asyncio.wait([worker], timeout=5.0)
-                worker.cancel()
-            self.server.unregister(self)
+            if not self._close_posted and not self.ws.closed:
+                await self.close(CloseCode.NORMAL, "")
+            if not self._writer.done():
+                self._writer.cancel()
 
     async def _receive_hello(self) -> Hello | None:
         try:
@@ -259,7 +310,7 @@ class StreamConnection:
             code, message = refusal
             await self.send_error(code, message, frame.seq)
             await self.queue.put(_Item(frame.seq, None, arrived))
-            if code == ErrorCode.RATE_LIMITED and self._limited_run > self.limits.max_video_fps * 10:
+            if code == ErrorCode.RATE_LIMITED and self._flood > self.limits.max_video_fps * FLOOD_SECONDS:
                 await self.close(CloseCode.POLICY, "video frame flood beyond the announced rate")
             return
         self.metrics.frames_total[name] += 1
@@ -276,14 +327,15 @@ class StreamConnection:
             return None
         now = time.monotonic()
         fps = self.limits.max_video_fps
-        self._bucket = min(fps * 10, self._bucket + (now - self._bucket_at) * fps)
+        elapsed = now - self._bucket_at
+        self._bucket = min(fps * 10, self._bucket + elapsed * fps)
+        self._flood = max(0.0, self._flood - elapsed * fps)
         self._bucket_at = now
         too_dense = self._last_video_ts is not None and frame.timestamp_us - self._last_video_ts < 0.5e6 / fps
         if self._bucket < 1.0 or too_dense:
-            self._limited_run += 1
+            self._flood += 1.0
             return ErrorCode.RATE_LIMITED, f"video above {fps:g} frames/s: frame skipped"
         self._bucket -= 1.0
-        self._limited_run = 0
         self._last_video_ts = frame.timestamp_us
         return None
 
@@ -357,12 +409,8 @@ class StreamConnection:
         return results, errors, engine.to_bytes()
 
     async def _send_ost(self, ost: Any, events: list[dict]) -> None:
-        if not events or self.ws.closed:
+        if not events:
             return
         start = events[0]["t"] - TICK_SECONDS
         self._ost_seq += 1
-        payload = encode_frame(Kind.AUDIO, self._ost_seq, int(round(start * 1e6)), float_to_pcm16(ost))
-        try:
-            await self.ws.send_bytes(payload)
-        except (ConnectionError, RuntimeError):
-            pass
+        self._post(encode_frame(Kind.AUDIO, self._ost_seq, int(round(start * 1e6)), float_to_pcm16(ost)))

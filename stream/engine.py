@@ -234,7 +234,7 @@ class Session:
             ticks += self._add_audio(self.resampler.flush())
         if len(self._audio):
             ticks += self._add_audio(np.zeros(TICK_SAMPLES - len(self._audio), dtype=np.float32))
-        if not self.config.has_audio and self._frames:
+        if self._frames:  # video that outlasts the audio (or a video-only stream) ends in silent ticks
             ticks += self._close_ticks_until(max(self._frames) + 1)
         out = self._run(ticks, started, flush=True)
         self.flushed = True

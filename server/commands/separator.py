@@ -47,8 +47,11 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _eval(args: argparse.Namespace) -> int:
+    import os
+
+    os.environ.setdefault("OMP_NUM_THREADS", "1")  # RTF is reported for one thread
     from stream.separator.data import DataError
-    from stream.separator.evaluate import METHODS, evaluate, format_table
+    from stream.separator.evaluate import METHODS, evaluate, format_table, public_row
 
     methods = list(METHODS) if args.all else [args.method]
     if any(m not in METHODS for m in methods):
@@ -59,7 +62,7 @@ def _eval(args: argparse.Namespace) -> int:
             row = evaluate(args.data, method, split=args.split, checkpoint=args.checkpoint, limit=args.limit)
             rows.append(row)
             if args.json:
-                print(json.dumps(row), flush=True)
+                print(json.dumps(public_row(row)), flush=True)
     except DataError as exc:
         return _fail(str(exc))
     except (FileNotFoundError, ImportError) as exc:

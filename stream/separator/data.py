@@ -154,10 +154,13 @@ def split_of(key: str) -> str:
     return "val" if bucket == 0 else "train"
 
 
-def discover_sources(test: bool = False) -> list[Source]:
-    """Every source file of the train/val packages (or, with ``test``, the reserved ones)."""
-    table = RESERVED_SOURCES if test else TRAIN_SOURCES
+def discover_sources(test: bool = False, table: dict | None = None, tts: bool = True) -> list[Source]:
+    """Every source file of the train/val packages (or, with ``test``, the reserved ones).
+
+    ``table`` overrides the package table (kind -> package -> globs), e.g. for a tiny build."""
+    table = table or (RESERVED_SOURCES if test else TRAIN_SOURCES)
     sources: list[Source] = []
+    seen: set[str] = set()
     for kind, packages in table.items():
         for package, patterns in packages.items():
             if test:
@@ -166,11 +169,17 @@ def discover_sources(test: bool = False) -> list[Source]:
                 root = fetch_package(package)
             finally:
                 os.environ.pop("_VIBESCOPE_ALLOW_RESERVED", None)
-            files = sorted({p for pat in patterns for p in root.glob(pat) if p.is_file()})
+            files = sorted({p for pat in patterns for p in root.glob(pat) if p.is_file() and not p.is_symlink()})
             for path in files:
+                # packages ship the same recording under several names (e.g. one copy per
+                # language): keep one, so no recording can land in both splits
+                digest = hashlib.sha1(path.read_bytes()).hexdigest()
+                if digest in seen:
+                    continue
+                seen.add(digest)
                 key = f"{package}/{path.relative_to(root).as_posix()}"
                 sources.append(Source(key, kind, path, "test" if test else split_of(key)))
-    if not test:
+    if tts and not test:
         sources += _tts_sources()
     return sources
 
@@ -314,6 +323,8 @@ def build_mixtures(
     seed: int = 0,
     test: bool = False,
     progress: Callable[[Iterable], Iterable] = lambda it: it,
+    table: dict | None = None,
+    tts: bool = True,
 ) -> dict:
     """Write ``round(hours * 900)`` 4-second clips to ``out``; returns the index dict.
 
@@ -323,7 +334,7 @@ def build_mixtures(
     if hours <= 0:
         raise DataError("--hours must be positive")
     out = Path(out)
-    sources = discover_sources(test=test)
+    sources = discover_sources(test=test, table=table, tts=tts)
     splits = ("test",) if test else ("train", "val")
     pools = {sp: _Pool([s for s in sources if s.split == sp]) for sp in splits}
     for sp, pool in pools.items():

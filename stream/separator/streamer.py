@@ -183,7 +183,7 @@ def relative_delta(stream: np.ndarray, ref: np.ndarray) -> float:
     return float(np.linalg.norm(stream - ref) / max(np.linalg.norm(ref), 1e-12))
 
 
-def test_signal(seed: int = 0, seconds: float = 3.0) -> np.ndarray:
+def probe_signal(seed: int = 0, seconds: float = 3.0) -> np.ndarray:
     """A reproducible music-plus-noise-bursts signal for self-checks, float32 ``(n,)``."""
     rng = np.random.default_rng(seed)
     n = int(seconds * T.SAMPLE_RATE)
@@ -202,7 +202,7 @@ def selfcheck(seed: int = 0, model: CausalMaskSeparator | None = None) -> dict:
     torch.set_num_threads(1)
     try:
         rng = np.random.default_rng(seed)
-        x = test_signal(seed)
+        x = probe_signal(seed, seconds=2.0)
         ref = offline(model, x)
         chunkings: list[list[int] | int] = [
             1,
@@ -213,7 +213,7 @@ def selfcheck(seed: int = 0, model: CausalMaskSeparator | None = None) -> dict:
         ]
         delta = max(relative_delta(stream_in_chunks(SeparatorStreamer(model), x, c), ref) for c in chunkings)
         streamer = SeparatorStreamer(model)
-        x_long = test_signal(seed + 1, seconds=10.0)
+        x_long = probe_signal(seed + 1, seconds=10.0)
         start = time.perf_counter()
         stream_in_chunks(streamer, x_long, 1600)
         rtf = (time.perf_counter() - start) / (len(x_long) / T.SAMPLE_RATE)

