@@ -29,7 +29,8 @@ import pytest
 from conftest import ServerProcess, free_port
 
 ROOT = Path(__file__).resolve().parents[1]
-EXTENSION = ROOT / "extension"
+# the unpacked extension under test; point it at an unzipped dist/vibescope-extension.zip to test the package
+EXTENSION = Path(os.environ.get("VIBESCOPE_EXTENSION_DIR", ROOT / "extension")).resolve()
 CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = Path(os.environ.get("VIBESCOPE_ARTIFACTS", ROOT / "artifacts"))
 
@@ -400,5 +401,57 @@ def test_demo_page_streams_a_chosen_file_like_the_extension(chromium, site_dir, 
             assert enc["videoEncoder"] == "worker" and enc["videoSize"]["height"] == 360, enc
             page.click("#stop")
             page.locator("#vibescope-overlay-host").wait_for(state="detached", timeout=5000)
+        finally:
+            ctx.close()
+
+
+def test_overlay_draws_valence_arousal_with_confidence_trail_and_bgm_state(chromium, site_dir, server, tmp_path):
+    """The overlay module in Chromium fed with events that carry every field (today's server sends
+    null valence/arousal and music, so the end-to-end test cannot show them): the point sits where
+    the values say, its opacity follows the confidence, the trail fades, "BGM detected" appears
+    only after a second of music, and every value names its model and validation."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        ctx = launch(pw, chromium, tmp_path / "profile", allowlist=False)
+        try:
+            page = ctx.pages[0] if ctx.pages else ctx.new_page()
+            page.goto(server.http + "/static/demo.css")  # any same-origin page with /lib/ beside it
+            page.set_content('<div style="padding:20px"><video width="640" height="360" style="background:#223"></video></div>')
+            page.evaluate("""async () => {
+                const { createOverlay } = await import('/lib/overlay.js');
+                const ov = createOverlay(document);
+                window.ov = ov;
+                ov.setConnection('live');
+                ov.setModels({ tagf: { id: 'tagf-demo', card: 'models/tagf.md', validated: false },
+                               speech: { id: 'silero-vad-6', card: '', validated: true } });
+                for (let i = 1; i <= 40; i += 1) {
+                  const t = i / 10;
+                  ov.update({ type: 'overlay', t, valence: 0.6 * Math.cos(t), arousal: 0.5 * Math.sin(t), confidence: 0.9,
+                    music: { probability: t >= 2 ? 0.9 : 0.1, level_db: -18 }, speech: { probability: 0.7 },
+                    face: { present: true }, latency_ms: 11,
+                    models: { valence: 'tagf-demo', arousal: 'tagf-demo', speech: 'silero-vad-6' } }, { e2eMs: 240 });
+                  if (t === 2.5) window.bgmAt25 = ov.shadowRoot.getElementById('vs-music-state').textContent;
+                }
+              }""")
+            root = "document.getElementById('vibescope-overlay-host').shadowRoot"
+            point = page.evaluate(f"(() => {{ const p = {root}.getElementById('vs-va-point'); return [p.getAttribute('visibility'), +p.getAttribute('cx'), +p.getAttribute('cy'), +p.dataset.opacity]; }})()")
+            vis, cx, cy, opacity = point
+            v, a = 0.6 * np.cos(4.0), 0.5 * np.sin(4.0)  # t = 4.0: valence < 0, arousal < 0
+            assert vis == "visible"
+            assert abs(cx - (6 + (v + 1) / 2 * 100)) < 0.01 and abs(cy - (6 + (1 - a) / 2 * 100)) < 0.01
+            assert opacity > 0.9
+            trail = page.evaluate(f"Array.from({root}.querySelectorAll('#vs-trail circle')).map((c) => +c.getAttribute('fill-opacity'))")
+            assert len(trail) > 20 and trail[0] < trail[-1]
+            assert page.evaluate("window.bgmAt25") == "no BGM detected"  # music for 0.5 s only
+            assert page.locator("#vs-music-state").inner_text() == "BGM detected"
+            assert "not validated on human ratings" in page.locator("#vs-models").inner_text()
+            assert page.locator("#vs-va-words").inner_text() == "leans unpleasant, calm"
+            # low confidence dims the point
+            page.evaluate("window.ov.update({type: 'overlay', t: 4.1, valence: 0.1, arousal: 0.1, confidence: 0.1, models: {}})")
+            assert float(page.locator("#vs-va-point").get_attribute("data-opacity")) < 0.4
+            page.evaluate("window.ov.update({type: 'overlay', t: 4.2, valence: 0.55, arousal: 0.4, confidence: 0.8, music: {probability: 0.9, level_db: -18}, speech: {probability: 0.7}, face: {present: true}, latency_ms: 11, models: {valence: 'tagf-demo', arousal: 'tagf-demo', speech: 'silero-vad-6'}}, {e2eMs: 240})")
+            ARTIFACTS.mkdir(parents=True, exist_ok=True)
+            page.screenshot(path=str(ARTIFACTS / "overlay-synthetic.png"), clip={"x": 0, "y": 0, "width": 700, "height": 420})
         finally:
             ctx.close()
