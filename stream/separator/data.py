@@ -133,10 +133,11 @@ def _cached_decode(path: Path, key: str) -> np.ndarray:
     if peak > 0:
         audio = audio * (0.9 / peak)
     target.parent.mkdir(parents=True, exist_ok=True)
+    quantised = np.round(audio * 32767.0).astype(np.int16)
     tmp = target.with_suffix(".tmp.npy")
-    np.save(tmp, np.round(audio * 32767.0).astype(np.int16))
+    np.save(tmp, quantised)
     tmp.replace(target)
-    return audio.astype(np.float32)
+    return quantised.astype(np.float32) / 32767.0  # same values as a cache hit: reproducible
 
 
 @dataclass(frozen=True)

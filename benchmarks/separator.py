@@ -1,0 +1,67 @@
+"""Speed of the separator's live path: one thread, 100 ms ticks, many sessions sharing weights.
+
+Prints a table and one JSON line:
+``{"name": "separator", "lag_ms", "stride_ms", "params", "rtf_tick", "rtf_stage", "ms_per_tick", "delta"}``.
+Usage: ``python benchmarks/separator.py [--seconds 30]`` (uses models/separator.pt).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from stream.pipeline import TICK_SAMPLES, Tick  # noqa: E402
+from stream.separator.model import load_shared  # noqa: E402
+from stream.separator.stage import SeparatorStage  # noqa: E402
+from stream.separator.streamer import SeparatorStreamer, probe_signal, selfcheck  # noqa: E402
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--seconds", type=float, default=30.0)
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    model = load_shared()
+    x = probe_signal(seed=2, seconds=args.seconds)
+    n_ticks = len(x) // TICK_SAMPLES
+
+    streamer = SeparatorStreamer(model)
+    start = time.perf_counter()
+    for i in range(n_ticks):
+        streamer.feed(x[i * TICK_SAMPLES:(i + 1) * TICK_SAMPLES])
+    rtf_tick = (time.perf_counter() - start) / args.seconds
+
+    stage = SeparatorStage(model)
+    start = time.perf_counter()
+    for i in range(n_ticks):
+        stage.push(Tick(index=i, audio=x[i * TICK_SAMPLES:(i + 1) * TICK_SAMPLES]))
+    stage.flush()
+    rtf_stage = (time.perf_counter() - start) / args.seconds
+
+    check = selfcheck(seed=0, model=model)
+    row = {
+        "name": "separator",
+        "lag_ms": check["lag_ms"],
+        "stride_ms": check["stride_ms"],
+        "params": sum(p.numel() for p in model.parameters()),
+        "rtf_tick": round(rtf_tick, 5),
+        "rtf_stage": round(rtf_stage, 5),
+        "ms_per_tick": round(1000 * rtf_stage * 0.1, 3),
+        "delta": check["delta"],
+    }
+    print(f"{'metric':<14}{'value':>14}")
+    for k, v in row.items():
+        if k != "name":
+            print(f"{k:<14}{v:>14}")
+    print(json.dumps(row))
+
+
+if __name__ == "__main__":
+    main()
