@@ -42,6 +42,7 @@ class TagfStreamer:
         with torch.no_grad():
             v, a = self._encode(torch.zeros(m.left_pad, cfg.visual_dim + cfg.audio_dim))
         self.buffer = torch.cat([v, a], dim=-1)  # encoded frames not yet slid past: (≤ W, Dv+Da)
+        self.raw = torch.zeros(0, cfg.visual_dim + cfg.audio_dim)  # frames received, not yet encoded
         self.state: tuple[torch.Tensor, torch.Tensor] | None = None
         self.frames_in = 0
         self.frames_out = 0
@@ -92,10 +93,14 @@ class TagfStreamer:
         x = torch.cat([torch.as_tensor(np.asarray(visual, np.float32)), torch.as_tensor(np.asarray(audio, np.float32))], -1)
         if x.shape[0] == 0:
             return np.zeros((0, 2), np.float32)
+        self.raw = torch.cat([self.raw, x], dim=0)
+        self.frames_in += x.shape[0]
+        if self.buffer.shape[0] + self.raw.shape[0] < self.cfg.window:
+            return np.zeros((0, 2), np.float32)  # encode lazily, once per hop: same values, less work
         with torch.no_grad():
-            v, a = self._encode(x)
+            v, a = self._encode(self.raw)
+            self.raw = self.raw[:0]
             self.buffer = torch.cat([self.buffer, torch.cat([v, a], dim=-1)], dim=0)
-            self.frames_in += x.shape[0]
             y = self._run_windows()
         self.frames_out += y.shape[0]
         return y.numpy().astype(np.float32)
@@ -118,6 +123,7 @@ class TagfStreamer:
         return {
             "history": self.history.numpy().copy(),
             "buffer": self.buffer.numpy().copy(),
+            "raw": self.raw.numpy().copy(),
             "lstm": None if self.state is None else (self.state[0].numpy().copy(), self.state[1].numpy().copy()),
             "frames_in": self.frames_in,
             "frames_out": self.frames_out,
@@ -127,6 +133,7 @@ class TagfStreamer:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.history = torch.from_numpy(np.array(state["history"], np.float32))
         self.buffer = torch.from_numpy(np.array(state["buffer"], np.float32))
+        self.raw = torch.from_numpy(np.array(state["raw"], np.float32))
         lstm = state["lstm"]
         self.state = None if lstm is None else (torch.from_numpy(np.array(lstm[0])), torch.from_numpy(np.array(lstm[1])))
         self.frames_in = int(state["frames_in"])

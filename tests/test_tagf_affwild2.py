@@ -1,0 +1,94 @@
+"""Aff-Wild2 loader on a small fixture written in the dataset's exact layout."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from stream.tagf.affwild2 import AffWild2, labels_at_ticks, read_va_annotation
+
+
+def _write_annotation(path: Path, rows: list[tuple[float, float]]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("valence,arousal\n" + "".join(f"{v},{a}\n" for v, a in rows))
+
+
+def _write_video(path: Path, seconds: float = 2.0, fps: int = 30) -> None:
+    """A small real mp4 (H.264 + AAC) through PyAV: grey frames, a 220 Hz tone."""
+    import av
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with av.open(str(path), "w") as c:
+        vs = c.add_stream("libx264", rate=fps)
+        vs.width, vs.height, vs.pix_fmt = 96, 64, "yuv420p"
+        aus = c.add_stream("aac", rate=16000)
+        aus.layout = "mono"
+        for i in range(int(seconds * fps)):
+            img = np.full((64, 96, 3), 60 + i % 40, np.uint8)
+            for p in vs.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+                c.mux(p)
+        for p in vs.encode():
+            c.mux(p)
+        t = np.arange(int(seconds * 16000)) / 16000
+        x = (0.2 * np.sin(2 * np.pi * 220 * t)).astype(np.float32)
+        for k in range(0, len(x), 1024):
+            fr = av.AudioFrame.from_ndarray(x[None, k:k + 1024], format="flt", layout="mono")
+            fr.sample_rate = 16000
+            for p in aus.encode(fr):
+                c.mux(p)
+        for p in aus.encode():
+            c.mux(p)
+
+
+@pytest.fixture
+def affwild2_root(tmp_path: Path) -> Path:
+    root = tmp_path / "Aff-Wild2"
+    ann = root / "Third ABAW Annotations" / "VA_Estimation_Challenge"
+    # 60 frames at 30 fps: frames 0-14 unlabelled (-5), then a ramp
+    rows = [(-5.0, -5.0)] * 15 + [(round(-0.5 + i / 45, 4), 0.25) for i in range(45)]
+    _write_annotation(ann / "Train_Set" / "12-24-1920x1080.txt", rows)
+    _write_annotation(ann / "Validation_Set" / "video9_left.txt", [(0.1, -0.2)] * 60)
+    _write_annotation(ann / "Validation_Set" / "missing_video.txt", [(0.1, -0.2)] * 10)
+    _write_video(root / "batch1" / "12-24-1920x1080.mp4")
+    _write_video(root / "batch2" / "video9.mp4")
+    return root
+
+
+def test_annotation_file_reads_minus_five_as_unlabelled(affwild2_root: Path) -> None:
+    y = read_va_annotation(next(affwild2_root.rglob("12-24-1920x1080.txt")))
+    assert y.shape == (60, 2)
+    assert np.isnan(y[:15]).all() and not np.isnan(y[15:]).any()
+    assert y[15, 0] == pytest.approx(-0.5)
+
+
+def test_annotation_file_needs_the_header(tmp_path: Path) -> None:
+    p = tmp_path / "bad.txt"
+    p.write_text("0.1,0.2\n")
+    with pytest.raises(ValueError):
+        read_va_annotation(p)
+
+
+def test_tick_labels_take_the_last_frame_before_each_tick_end() -> None:
+    labels = np.stack([np.arange(30), -np.arange(30)], 1).astype(np.float32)  # 1 s at 30 fps
+    y = labels_at_ticks(labels, 30.0, 12)
+    assert y[0, 0] == 2 and y[9, 0] == 29  # tick 0 = [0, 0.1) → frame 2; tick 9 → frame 29
+    assert np.isnan(y[10:]).all()  # beyond the video
+
+
+def test_split_loads_features_and_labels_through_the_real_front_ends(affwild2_root: Path, tmp_path: Path) -> None:
+    data = AffWild2(affwild2_root, features_cache=tmp_path / "cache", detector=lambda rgb: None)
+    train = data.load_split("train")
+    val = data.load_split("validation")
+    assert [s.name for s in train] == ["12-24-1920x1080"]
+    assert [s.name for s in val] == ["video9_left"]  # _left maps to video9.mp4; the video-less file is skipped
+    s = train[0]
+    n = s.visual.shape[0]
+    assert n == s.audio.shape[0] == s.target.shape[0] and n in (20, 21)  # 2 s at 10 Hz (+ AAC priming)
+    assert np.isnan(s.target[:5]).all() and not np.isnan(s.target[5:20]).any()
+    assert not s.visual.any()  # no face in the grey frames: the explicit no-face state
+    assert (s.audio[:, 0] == 1).all()  # audio present
+    voiced = s.audio[2:, 3]
+    assert voiced.mean() > 0.8  # the tone is pitched
+    assert abs(np.median(s.audio[2:, 4]) * 12 - 12 * np.log2(220 / 160)) < 0.5
+    assert list((tmp_path / "cache").glob("*.npz"))  # cached for the next epoch
