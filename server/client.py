@@ -45,6 +45,7 @@ class PushClient:
     ``on_ost(t_seconds, pcm16_bytes)`` for OST stem frames when ``want_ost``.
     """
 
+    IN_FLIGHT = 32  # frames sent but not acknowledged, at most
     MAX_SPEED_IN_FLIGHT = 4
 
     def __init__(self, url: str, *, token: str | None = None, session_id: str | None = None,
@@ -163,8 +164,9 @@ class PushClient:
         self.welcome = msg
         self.session_id, self.resume_token = msg["session_id"], msg["resume_token"]
         self.max_unacked = int(msg.get("limits", {}).get("max_unacked_frames", self.max_unacked))
-        if not self.realtime:  # as fast as the server keeps up, without flooding its queue
-            self.max_unacked = min(self.max_unacked, self.MAX_SPEED_IN_FLIGHT)
+        # never flood the server's queue (after a reconnect the backlog goes out in a burst);
+        # at max speed, go as fast as the server keeps up
+        self.max_unacked = min(self.max_unacked, self.IN_FLIGHT if self.realtime else self.MAX_SPEED_IN_FLIGHT)
         await self._on_ack(int(msg.get("acked_seq", 0)))
 
     async def _wait_window(self, reader: asyncio.Task) -> None:

@@ -16,6 +16,7 @@ import logging
 import secrets
 import time
 import uuid
+from collections import deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -36,7 +37,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("vibescope.session")
 
 QUEUE_ITEMS = 64  # frames waiting for analysis, per connection
-VIDEO_BACKLOG = 8  # drop video once this many frames wait
+VIDEO_SHED_DELAY_S = 0.25  # drop video while the oldest waiting frame has waited longer than this
 BATCH_ITEMS = 32  # frames analysed per state write at most
 HELLO_TIMEOUT_S = 10.0
 OUTBOX_ITEMS = 2048  # messages waiting to be written to one client
@@ -75,6 +76,7 @@ class StreamConnection:
         self.acked_seq = 0
         self.last_received = 0
         self.queue: asyncio.Queue[_Item] = asyncio.Queue(QUEUE_ITEMS)
+        self._waiting: deque[float] = deque()  # arrival times of the queued items, oldest first
         self._last_state = b""
         self._ost_seq = 0
         self._bucket = float(self.limits.max_video_fps * 10)  # burst allowance for resends
@@ -281,7 +283,7 @@ class StreamConnection:
             return
         kind = msg["type"]
         if kind == "bye":
-            await self.queue.put(_Item(self.last_received, None, time.perf_counter(), bye=True))
+            await self._enqueue(_Item(self.last_received, None, time.perf_counter(), bye=True))
             self._closing = True
         elif kind == "hello":
             await self.send_error(ErrorCode.HELLO_TWICE, "hello was already received on this connection")
@@ -309,17 +311,25 @@ class StreamConnection:
         if refusal is not None:
             code, message = refusal
             await self.send_error(code, message, frame.seq)
-            await self.queue.put(_Item(frame.seq, None, arrived))
+            await self._enqueue(_Item(frame.seq, None, arrived))
             if code == ErrorCode.RATE_LIMITED and self._flood > self.limits.max_video_fps * FLOOD_SECONDS:
                 await self.close(CloseCode.POLICY, "video frame flood beyond the announced rate")
             return
         self.metrics.frames_total[name] += 1
         self.metrics.bytes_total[name] += len(frame.payload)
-        if frame.kind == Kind.VIDEO and self.queue.qsize() >= VIDEO_BACKLOG:
+        if frame.kind == Kind.VIDEO and self._queue_delay(arrived) > VIDEO_SHED_DELAY_S:
             self.metrics.dropped_video_total += 1
-            await self.queue.put(_Item(frame.seq, None, arrived, note="dropped"))
+            await self._enqueue(_Item(frame.seq, None, arrived, note="dropped"))
             return
-        await self.queue.put(_Item(frame.seq, frame, arrived))  # blocks when full: backpressure
+        await self._enqueue(_Item(frame.seq, frame, arrived))  # blocks when full: backpressure
+
+    async def _enqueue(self, item: _Item) -> None:
+        await self.queue.put(item)
+        self._waiting.append(item.arrived)
+
+    def _queue_delay(self, now: float) -> float:
+        """How long the oldest frame not yet taken by analysis has waited, seconds."""
+        return now - self._waiting[0] if self._waiting else 0.0
 
     def _refuse(self, frame: MediaFrame) -> tuple[str, str] | None:
         """Why a well-formed frame is refused before analysis, or None."""
@@ -347,6 +357,8 @@ class StreamConnection:
             items = [await self.queue.get()]
             while len(items) < BATCH_ITEMS and not self.queue.empty() and not items[-1].bye:
                 items.append(self.queue.get_nowait())
+            for _ in items:
+                self._waiting.popleft()
             try:
                 results, errors, state = await loop.run_in_executor(self.server.executor, self._process, items)
             except Exception:  # a bug in analysis: the stored state is still the last good one

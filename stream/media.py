@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import math
+import threading
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
@@ -139,26 +140,39 @@ class Resampler:
 
 # --- images ------------------------------------------------------------------------------------
 
+_decoders = threading.local()  # per analysis thread: one still-image decoder per codec
+
+
+def _image_decoder(codec: str) -> "av.CodecContext":
+    ctx = getattr(_decoders, codec, None)
+    if ctx is None:
+        ctx = av.CodecContext.create(codec, "r")
+        ctx.thread_count = 1  # parallelism comes from sessions, not from one frame
+        setattr(_decoders, codec, ctx)
+    return ctx
+
+
 def decode_image(payload: bytes, max_width: int, max_height: int, short_side: int = 360) -> np.ndarray:
     """JPEG/WebP bytes -> RGB uint8 (H, W, 3), scaled down so its short side is <= ``short_side``."""
+    codec = _image_codec(payload)
     try:
-        container = av.open(io.BytesIO(payload), format=_image_format(payload))
-        with container:
-            frame = next(container.decode(video=0))
-    except MediaError:
-        raise
-    except (av.FFmpegError, StopIteration, ValueError, OSError) as exc:
+        frames = _image_decoder(codec).decode(av.Packet(payload))
+    except (av.FFmpegError, ValueError, OSError) as exc:
+        setattr(_decoders, codec, None)  # start the next image from a clean decoder
         raise MediaError(f"cannot decode image: {exc}") from None
+    if not frames:
+        raise MediaError("cannot decode image: no picture in the payload")
+    frame = frames[0]
     if frame.width > max_width or frame.height > max_height:
         raise MediaError(f"image {frame.width}x{frame.height} exceeds the limit {max_width}x{max_height}")
     return frame_to_rgb(frame, short_side)
 
 
-def _image_format(payload: bytes) -> str:
+def _image_codec(payload: bytes) -> str:
     if payload[:3] == b"\xff\xd8\xff":
         return "mjpeg"
     if payload[:4] == b"RIFF" and payload[8:12] == b"WEBP":
-        return "webp_pipe"
+        return "webp"
     raise MediaError("video frame is neither JPEG nor WebP")
 
 

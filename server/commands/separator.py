@@ -53,6 +53,14 @@ def _eval(args: argparse.Namespace) -> int:
     from stream.separator.data import DataError
     from stream.separator.evaluate import METHODS, evaluate, format_table, public_row
 
+    if args.calibration:
+        from stream.separator.evaluate import calibration_report
+
+        try:
+            print(json.dumps(calibration_report(args.data, split=args.split, checkpoint=args.checkpoint)))
+        except (DataError, FileNotFoundError) as exc:
+            return _fail(str(exc))
+        return 0
     methods = list(METHODS) if args.all else [args.method]
     if any(m not in METHODS for m in methods):
         return _fail(f"unknown method {args.method!r}; choose from {', '.join(METHODS)}")
@@ -115,4 +123,5 @@ def register(groups: dict) -> None:
     p.add_argument("--checkpoint", default=None, help="separator checkpoint (default models/separator.pt)")
     p.add_argument("--limit", type=int, default=None, help="evaluate only the first N clips")
     p.add_argument("--json", action="store_true", help="one JSON object per method per line")
+    p.add_argument("--calibration", action="store_true", help="instead: reliability of music.probability per 100 ms tick (ECE, Brier, bins) as JSON")
     p.set_defaults(func=_eval)

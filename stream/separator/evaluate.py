@@ -1,8 +1,9 @@
 """Side-by-side evaluation of our separator and the peers on a sep-mixtures directory.
 
 Per method: mean and median SI-SDR (dB) of the OST and music estimates, their improvement over
-the unprocessed mixture (SI-SDRi), and the real-time factor on one thread (processing seconds per
-second of audio). SI-SDR is only defined where the reference is present and is unbounded where the
+the unprocessed mixture (SI-SDRi), and the real-time factor on one thread: CPU seconds of this
+process per second of audio (``time.process_time``, so other users' load on a shared machine does
+not inflate it; a method that spread work over several threads would be charged for all of them). SI-SDR is only defined where the reference is present and is unbounded where the
 mixture *is* the reference, so the scores are over the clips where both stems are present (the
 "both" clips, music-to-OST level -15..+10 dB); ``n`` counts them. Music-only and OST-only clips
 are used for the calibration of ``music.probability`` instead.
@@ -93,9 +94,9 @@ def evaluate(data: str | Path, method: str, split: str | None = None, checkpoint
     scores: dict[str, list[float]] = {k: [] for k in ("ost", "ost_i", "music", "music_i")}
     busy = 0.0
     for c in clips:
-        start = time.perf_counter()
+        start = time.process_time()
         ost, music = run(c)
-        busy += time.perf_counter() - start
+        busy += time.process_time() - start
         assert ost.shape == c.ost.shape and music.shape == c.music.shape, method
         for stem, est, ref in (("ost", ost, c.ost), ("music", music, c.music)):
             s = si_sdr(est, ref)
@@ -133,3 +134,36 @@ def format_table(rows: list[dict]) -> str:
             f"| {f(r['music_si_sdr'])} / {f(m.get('music'))} | {f(r['music_si_sdri'])} / {f(m.get('music_i'))} | {r['rtf']:.4f} |"
         )
     return "\n".join(lines)
+
+
+def calibration_report(data: str | Path, split: str | None = None, checkpoint: str | None = None, bins: int = 10) -> dict:
+    """Reliability of ``music.probability`` per 100 ms tick over *all* clips of the split
+    (music-only and OST-only clips included): expected calibration error, Brier score, accuracy
+    at 0.5, and per-bin (count, mean predicted, observed frequency)."""
+    from .model import load_shared
+    from .train import tick_logits_and_labels
+
+    torch.set_num_threads(1)
+    split = split or default_split(data)
+    model = load_shared(checkpoint)
+    z, y = tick_logits_and_labels(model, load_clips(data, split))
+    cal = model.calibration
+    p = 1.0 / (1.0 + np.exp(-(cal.scale * z + cal.bias)))
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    which = np.clip(np.digitize(p, edges[1:-1]), 0, bins - 1)
+    table, ece = [], 0.0
+    for b in range(bins):
+        sel = which == b
+        if sel.any():
+            conf, freq = float(p[sel].mean()), float(y[sel].mean())
+            ece += sel.mean() * abs(conf - freq)
+            table.append({"bin": f"{edges[b]:.1f}-{edges[b + 1]:.1f}", "n": int(sel.sum()), "mean_p": round(conf, 3), "observed": round(freq, 3)})
+    return {
+        "split": split,
+        "ticks": int(len(y)),
+        "positive_rate": round(float(y.mean()), 3),
+        "ece": round(float(ece), 4),
+        "brier": round(float(np.mean((p - y) ** 2)), 4),
+        "accuracy": round(float(np.mean((p > 0.5) == (y > 0.5))), 4),
+        "bins": table,
+    }

@@ -1,0 +1,234 @@
+"""Load benchmark: N concurrent streaming sessions at real-time pace against a real server.
+
+Starts `vibescope serve` (Redis-backed when a Redis is reachable, so its bytes per session can be
+read), runs N push clients (server/client.py, the `vibescope push` code) over loopback, each
+streaming S seconds of media at real-time pace, and prints a table and one JSON line:
+
+    python benchmarks/sessions.py --sessions 8 --seconds 20
+
+Latency is chunk-to-event, measured by the client: from sending the audio frame that completes a
+100 ms tick to receiving that tick's overlay event. The clients run on the same machine and take
+CPU from it too (reported separately).
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from server.client import PushClient  # noqa: E402
+from stream.engine import Chunk  # noqa: E402
+from stream.media import encode_jpeg  # noqa: E402
+from stream.source import iter_chunks  # noqa: E402
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def synthetic_chunks(seconds: float, fps: float, seed: int) -> list[Chunk]:
+    """Speech-band noise bursts (PCM16 16 kHz, 100 ms frames) and 640x360 JPEG frames at fps of a
+    smooth moving scene (JPEGs of about the size of real video frames, ~30-40 KB)."""
+    rng = np.random.default_rng(seed)
+    chunks: list[Chunk] = []
+    frame_every = 1.0 / fps
+    next_frame = 0.0
+    yy, xx = np.mgrid[0:360, 0:640]
+    for i in range(int(seconds * 10)):
+        t = i * 0.1
+        while next_frame < t + 0.1 - 1e-9:
+            cx, cy = 320 + 200 * np.sin(next_frame), 180 + 100 * np.cos(next_frame * 1.3)
+            blob = 120 * np.exp(-((xx - cx) ** 2 + (yy - cy) ** 2) / 3000.0)
+            img = np.stack([xx * 0.3 + blob, yy * 0.5 + blob / 2, 255 - xx * 0.3], axis=2)
+            img = (img + rng.normal(0, 6, img.shape)).clip(0, 255).astype(np.uint8)
+            chunks.append(Chunk("video", encode_jpeg(img), round(next_frame, 6)))
+            next_frame += frame_every
+        env = 0.2 if (i // 5) % 2 else 0.02
+        pcm = (rng.standard_normal(1600) * env * 32767).clip(-32768, 32767).astype("<i2")
+        chunks.append(Chunk("audio", pcm.tobytes(), round(t, 6)))
+    return chunks
+
+
+def file_chunks(path: str, seconds: float, fps: float) -> list[Chunk]:
+    out = [c for c in iter_chunks(path, fps=fps) if c.t < seconds]
+    return out
+
+
+def proc_stats(pid: int) -> tuple[float, float]:
+    """(cpu seconds user+system, rss MiB) of a process, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    ticks = os.sysconf("SC_CLK_TCK")
+    cpu = (int(fields[11]) + int(fields[12])) / ticks
+    rss = int(fields[21]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    return cpu, rss
+
+
+def redis_reachable(url: str) -> bool:
+    import redis
+
+    try:
+        return bool(redis.Redis.from_url(url, socket_timeout=1).ping())
+    except Exception:
+        return False
+
+
+async def run_clients(url: str, chunks: list[Chunk], n: int, stagger_s: float) -> list[dict]:
+    results = []
+
+    async def one(i: int) -> None:
+        await asyncio.sleep(i * stagger_s)
+        sent_at: dict[float, float] = {}  # media time of a tick end -> when its last audio went out
+        latencies: list[float] = []
+
+        def on_event(ev: dict) -> None:
+            t0 = sent_at.get(round(ev["t"], 6))
+            if t0 is not None:
+                latencies.append((time.perf_counter() - t0) * 1000.0)
+
+        client = PushClient(url, realtime=True, on_event=on_event)
+        stats = await client.run(_stamp_after_pacing(chunks, sent_at))
+        n_audio = sum(c.kind == "audio" for c in chunks)
+        results.append({"latencies": latencies, "events": stats.events, "audio_chunks": n_audio,
+                        "reconnects": stats.reconnects, "errors": len(stats.errors), "session": client.session_id})
+
+    await asyncio.gather(*(one(i) for i in range(n)))
+    return results
+
+
+class _stamp_after_pacing:
+    """Chunk iterator for PushClient that records, per audio chunk, the wall time it is sent.
+
+    PushClient pulls a chunk, sleeps until its media time, then sends it; the send time is
+    therefore start + chunk end time, which we record from the first chunk's pull."""
+
+    def __init__(self, chunks: list[Chunk], sent_at: dict[float, float]) -> None:
+        self.chunks = chunks
+        self.sent_at = sent_at
+        self.start: float | None = None
+        self.i = 0
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> Chunk:
+        if self.i >= len(self.chunks):
+            raise StopIteration
+        c = self.chunks[self.i]
+        self.i += 1
+        now = time.perf_counter()
+        if self.start is None:
+            self.start = now - c.t
+        if c.kind == "audio":
+            end = c.t + len(c.payload) / 2 / 16000
+            self.sent_at[round(end, 6)] = max(now, self.start + end)
+        return c
+
+
+def metrics(port: int) -> dict[str, float]:
+    import urllib.request
+
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    out = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            k, v = line.rsplit(" ", 1)
+            out[k] = float(v)
+    return out
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--sessions", type=int, default=8)
+    ap.add_argument("--seconds", type=float, default=20.0)
+    ap.add_argument("--fps", type=float, default=10.0)
+    ap.add_argument("--source", help="media file to stream (default: synthetic noise bursts + 640x360 JPEGs)")
+    ap.add_argument("--redis", default="redis://127.0.0.1:6379/0", help="Redis for the server ('' for in-memory)")
+    ap.add_argument("--stagger", type=float, default=0.05, help="seconds between session starts")
+    args = ap.parse_args()
+
+    chunks = file_chunks(args.source, args.seconds, args.fps) if args.source else synthetic_chunks(args.seconds, args.fps, 0)
+    use_redis = bool(args.redis) and redis_reachable(args.redis)
+    prefix = f"vibescope-bench:{uuid.uuid4().hex[:8]}:"
+    port = free_port()
+    cmd = [sys.executable, "-m", "server", "serve", "--port", str(port)]
+    if use_redis:
+        cmd += ["--redis", args.redis, "--redis-prefix", prefix]
+    log = tempfile.TemporaryFile()
+    server = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.time() + 60
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                    break
+            except OSError:
+                if time.time() > deadline or server.poll() is not None:
+                    log.seek(0)
+                    raise SystemExit(f"server did not start: {log.read().decode()[-2000:]}")
+                time.sleep(0.2)
+        time.sleep(0.5)
+        cpu0, rss0 = proc_stats(server.pid)
+        client_cpu0 = time.process_time()
+        wall0 = time.perf_counter()
+        results = asyncio.run(run_clients(f"ws://127.0.0.1:{port}/v1/stream", chunks, args.sessions, args.stagger))
+        wall = time.perf_counter() - wall0
+        cpu1, rss1 = proc_stats(server.pid)
+        client_cpu = time.process_time() - client_cpu0
+        m = metrics(port)
+        redis_kb = None
+        if use_redis:
+            import redis
+
+            r = redis.Redis.from_url(args.redis)
+            keys = r.keys(prefix + "*")
+            redis_kb = round(sum(r.memory_usage(k) or 0 for k in keys) / 1024 / args.sessions, 1)
+            if keys:
+                r.delete(*keys)
+    finally:
+        server.terminate()
+        server.wait(10)
+
+    lat = np.array([x for r in results for x in r["latencies"]])
+    expected = sum(r["audio_chunks"] for r in results)
+    got = sum(r["events"] for r in results)
+    media_s = args.seconds
+    row = {
+        "sessions": args.sessions,
+        "seconds": args.seconds,
+        "p50_ms": round(float(np.percentile(lat, 50)), 1) if len(lat) else None,
+        "p95_ms": round(float(np.percentile(lat, 95)), 1) if len(lat) else None,
+        "p99_ms": round(float(np.percentile(lat, 99)), 1) if len(lat) else None,
+        "dropped_audio_chunks": int(max(0, expected - got)),
+        "dropped_video_frames": int(m.get("vibescope_dropped_video_frames_total", 0)),
+        "cpu_per_session": round((cpu1 - cpu0) / wall / args.sessions, 4),
+        "rss_mb_per_session": round(max(0.0, rss1 - rss0) / args.sessions, 2),
+        "redis_kb_per_session": redis_kb,
+    }
+    extra = {"wall_s": round(wall, 1), "server_rss_mb": round(rss1, 1), "client_cpu_cores": round(client_cpu / wall, 3),
+             "reconnects": sum(r["reconnects"] for r in results), "errors": sum(r["errors"] for r in results),
+             "video_frames_sent": sum(c.kind == "video" for c in chunks) * args.sessions, "store": "redis" if use_redis else "memory",
+             "media_s_per_session": media_s}
+    print(f"{'metric':28s} value")
+    for k, v in {**row, **extra}.items():
+        print(f"{k:28s} {v}")
+    print(json.dumps(row))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
