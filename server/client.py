@@ -88,7 +88,7 @@ class PushClient:
         backoff, down_since = 0.25, None
         while not self._done:
             try:
-                async with websockets.connect(self.url, max_size=None, open_timeout=10, ping_interval=20,
+                async with websockets.connect(self._connect_url(), max_size=None, open_timeout=10, ping_interval=20,
                                               close_timeout=5) as ws:
                     await self._handshake(ws)
                     backoff, down_since = 0.25, None
@@ -143,6 +143,13 @@ class PushClient:
             await asyncio.sleep(backoff * (0.5 + random.random()))
             backoff = min(self.max_backoff_s, backoff * 2)
         return self.stats
+
+    def _connect_url(self) -> str:
+        """The stream URL, with ``?session=<id>`` when resuming: a routing hint for a proxy in
+        front of several replicas (docker/nginx.conf); the server itself ignores it."""
+        if not self.session_id:
+            return self.url
+        return f"{self.url}{'&' if '?' in self.url else '?'}session={self.session_id}"
 
     async def _handshake(self, ws: Any) -> None:
         hello: dict[str, Any] = {"type": "hello", "protocol": PROTOCOL_VERSION, "client": "vibescope-push",
