@@ -333,6 +333,15 @@ export class Transport {
     this._connect();
   }
 
+  /**
+   * The URL of the next connection: with `?session=<id>` when resuming, a routing hint for a proxy
+   * in front of several replicas (docker/nginx.conf hashes on it); the server ignores it. The
+   * session id is not a credential (resuming needs the resume token, sent in hello).
+   */
+  connectUrl() {
+    return this.sessionId ? `${this.url}?session=${encodeURIComponent(this.sessionId)}` : this.url;
+  }
+
   get connected() {
     return this.state === 'live';
   }
@@ -442,7 +451,7 @@ export class Transport {
     this.stats.connects += 1;
     let ws;
     try {
-      ws = new this.WebSocketImpl(this.url);
+      ws = new this.WebSocketImpl(this.connectUrl());
     } catch (err) {
       this.onError({ code: 'connect', message: String(err) });
       this._scheduleReconnect();

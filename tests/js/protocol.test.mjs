@@ -180,6 +180,7 @@ test('after a drop the client reconnects with backoff, resumes, and resends exac
   clock.advance(2);
   ws = FakeSocket.last;
   assert.equal(FakeSocket.instances.length, 2);
+  assert.equal(ws.url, 'ws://127.0.0.1:9/v1/stream?session=S1', 'routing hint for a proxy, no credential');
   ws.open();
   const hello = JSON.parse(ws.sentText[0]);
   assert.equal(hello.session_id, 'S1');
