@@ -17,7 +17,7 @@ dist/vibescope-extension.zip: $(EXT_FILES) extension/tools/build_zip.py
 
 ## test-js: unit tests of extension/lib with node's built-in runner (protocol vectors shared with Python)
 test-js:
-	$(NODE) --test tests/js/
+	$(NODE) --test tests/js/*.test.mjs
 
 ## chromium: Debian's Chromium for the browser tests (needs root; never `playwright install`)
 chromium:
