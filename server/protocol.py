@@ -162,7 +162,7 @@ class Hello:
         for key in ("token", "session_id", "resume_token", "video", "container", "client"):
             if d.get(key) is not None and not isinstance(d[key], str):
                 raise bad(f"hello.{key} must be a string")
-        audio = None
+        audio = None if "audio" in d else AudioFormat()  # absent: the default; null: no audio
         if d.get("audio") is not None:
             a = d["audio"]
             if not isinstance(a, dict):

@@ -55,6 +55,12 @@ class _Item:
     bye: bool = False
 
 
+class _ItemFailed(Exception):
+    def __init__(self, seq: int, cause: BaseException) -> None:
+        super().__init__(seq)
+        self.seq, self.cause = seq, cause
+
+
 def _hash_token(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
@@ -397,21 +403,43 @@ class StreamConnection:
                 return
 
     def _process(self, items: list[_Item]) -> tuple[list[tuple[_Item, list[dict], Any]], list[tuple[int, str, str]], bytes]:
-        """Runs in the thread pool: feed every item, then serialise the engine state once."""
+        """Runs in the thread pool: feed every item, then serialise the engine state once.
+
+        An unexpected exception (a bug, not bad media) on one item must not kill the session:
+        the engine is restored from the last stored state and the batch replayed without that
+        item, which is answered with an ``internal`` error (and acknowledged, so it is not resent
+        forever). The engine is deterministic, so the replay gives the same results."""
+        failed: dict[int, str] = {}
+        while True:
+            try:
+                return self._feed_items(items, failed)
+            except _ItemFailed as f:
+                log.error("analysis of seq %d in session %s failed: %r", f.seq, self.session_id, f.cause)
+                failed[f.seq] = f"internal error analysing this frame ({type(f.cause).__name__}); it was skipped"
+                self.engine = Session.from_bytes(self._last_state)
+
+    def _feed_items(self, items: list[_Item], failed: dict[int, str]):
         engine = self.engine
         results, errors = [], []
         for item in items:
             out: FeedResult | None = None
-            if item.bye:
-                out = engine.flush() if not engine.flushed else None
-            elif item.note == "dropped":
-                engine.note_dropped_video()
-            elif item.frame is not None:
-                f = item.frame
-                try:
-                    out = engine.feed(Chunk(_KIND_NAMES[f.kind], f.payload, f.timestamp))
-                except MediaError as exc:
-                    errors.append((item.seq, ErrorCode.BAD_MEDIA, str(exc)))
+            try:
+                if item.seq in failed and not item.bye:
+                    errors.append((item.seq, ErrorCode.INTERNAL, failed[item.seq]))
+                elif item.bye:
+                    out = engine.flush() if not engine.flushed else None
+                elif item.note == "dropped":
+                    engine.note_dropped_video()
+                elif item.frame is not None:
+                    f = item.frame
+                    try:
+                        out = engine.feed(Chunk(_KIND_NAMES[f.kind], f.payload, f.timestamp))
+                    except MediaError as exc:
+                        errors.append((item.seq, ErrorCode.BAD_MEDIA, str(exc)))
+            except Exception as exc:
+                if item.bye:
+                    raise
+                raise _ItemFailed(item.seq, exc) from exc
             if out is not None:
                 evs = [ev.to_dict() for ev in out.events]
                 done = time.perf_counter()
