@@ -457,7 +457,9 @@ def test_overlay_draws_valence_arousal_with_confidence_trail_and_bgm_state(chrom
             assert len(trail) > 20 and trail[0] < trail[-1]
             assert page.evaluate("window.bgmAt25") == "no BGM detected"  # music for 0.5 s only
             assert page.locator("#vs-music-state").inner_text() == "BGM detected"
-            assert "not validated on human ratings" in page.locator("#vs-models").inner_text()
+            models_text = page.locator("#vs-models").inner_text()
+            assert "validated on human ratings?" in models_text
+            assert "valence + arousal: tagf-demo — no" in models_text and "speech: silero-vad-6 — yes" in models_text
             assert page.locator("#vs-va-words").inner_text() == "leans unpleasant, calm"
             # collapsing hides everything but the header; expanding brings it back
             page.click("#vs-collapse")

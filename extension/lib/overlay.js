@@ -228,13 +228,15 @@ export function createOverlay(doc, { loadPosition = async () => null, savePositi
     conn.dataset.state = st;
     latency.textContent = v.t === null ? '' : `delay ${v.latency.endToEnd} (server ${v.latency.server})`;
 
+    // one line per model: "speech: silero-vad-6 — yes" under a heading that asks the question
     const lines = v.provenance.map((p) => {
-      const d = el(doc, 'div', { 'data-validated': String(p.validated) });
-      d.append(`${p.label}: ${p.model} — `, el(doc, 'span', { class: p.validated === true ? 'yes' : 'no' }, p.validatedText));
-      if (p.card) d.title = p.card;
+      const d = el(doc, 'div', { 'data-validated': String(p.validated), title: `${p.validatedText}${p.card ? `\nmodel card: ${p.card}` : ''}` });
+      const answer = p.validated === true ? 'yes' : p.validated === false ? 'no' : 'unknown';
+      d.append(`${p.label}: ${p.model} — `, el(doc, 'span', { class: p.validated === true ? 'yes' : 'no' }, answer));
       return d;
     });
-    if (!lines.length) lines.push(el(doc, 'div', { class: 'muted' }, v.t === null ? 'models: waiting for the server' : 'models: none reported'));
+    if (lines.length) lines.unshift(el(doc, 'div', { class: 'muted' }, 'model — validated on human ratings?'));
+    else lines.push(el(doc, 'div', { class: 'muted' }, v.t === null ? 'models: waiting for the server' : 'models: none reported'));
     prov.replaceChildren(...lines);
     tline.textContent = v.t === null ? '' : `media t = ${v.t.toFixed(1)} s · ${v.events} updates`;
     tline.dataset.events = String(v.events);
