@@ -15,15 +15,26 @@ async function getActive() {
   return active ?? null;
 }
 
-async function setActive(active) {
-  if (active) await chrome.storage.session.set({ active });
-  else await chrome.storage.session.remove('active');
+// Every change goes through one queue: the relay of offscreen reports and start/stop run
+// concurrently, and a read-modify-write must not put back a field another one just changed.
+let writes = Promise.resolve();
+function mutateActive(fn) {
+  const next = writes.then(async () => {
+    const updated = fn(await getActive());
+    if (updated) await chrome.storage.session.set({ active: updated });
+    else await chrome.storage.session.remove('active');
+    return updated;
+  });
+  writes = next.catch(() => {});
+  return next;
 }
 
-async function patchActive(patch) {
-  const active = await getActive();
-  if (active) await setActive({ ...active, ...patch });
-  return active;
+function setActive(active) {
+  return mutateActive(() => active);
+}
+
+function patchActive(patch) {
+  return mutateActive((active) => (active ? { ...active, ...patch } : null));
 }
 
 async function hasOffscreen() {

@@ -119,11 +119,16 @@ def make_clip(path: Path, seconds: float = 6.0, fps: int = 15, rate: int = 48000
 
 
 PAGE = """<!doctype html><meta charset="utf-8"><title>vibescope e2e page</title>
-<style>body{margin:0;background:#111;color:#ddd;font:14px sans-serif} .wrap{padding:24px}
-/* hostile page CSS: the overlay's shadow root must not be affected */
-div{font-size:40px !important;color:red !important} span,button{display:none !important}</style>
+<link rel="stylesheet" href="page.css">
 <div class="wrap"><video id="clip" src="clip.webm" autoplay loop playsinline controls width="640" height="360"></video></div>
 """
+PAGE_CSS = """body{margin:0;background:#111;color:#ddd;font:14px sans-serif} .wrap{padding:24px}
+/* hostile page CSS: the overlay's shadow root must not be affected */
+div{font-size:40px !important;color:red !important} span,button{display:none !important}
+"""
+# As strict as big video sites: no inline style or script, connections to the page's origin only.
+PAGE_CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; connect-src 'self'; media-src 'self' blob:; "
+            "worker-src 'self'; require-trusted-types-for 'script'; trusted-types default")
 
 
 @pytest.fixture(scope="module")
@@ -131,6 +136,7 @@ def site_dir(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("site")
     make_clip(root / "clip.webm")
     (root / "index.html").write_text(PAGE)
+    (root / "page.css").write_text(PAGE_CSS)
     return root
 
 
@@ -141,6 +147,10 @@ def site(site_dir):
     class Quiet(http.server.SimpleHTTPRequestHandler):
         def __init__(self, *a, **kw):
             super().__init__(*a, directory=str(root), **kw)
+
+        def end_headers(self):
+            self.send_header("Content-Security-Policy", PAGE_CSP)
+            super().end_headers()
 
         def log_message(self, *a):
             pass
@@ -253,6 +263,7 @@ def test_extension_streams_a_tab_shows_the_overlay_and_resumes_after_a_server_cr
                 prov_text = page.locator("#vs-models").inner_text()
                 assert "validat" in prov_text or "waiting" not in prov_text, prov_text
                 status = worker.evaluate("() => vibescope.status()")
+                assert status["active"]["mode"] == "tab", status["active"]
                 welcome_models = status["active"]["models"]
                 assert isinstance(welcome_models, dict)
                 # the point is drawn only when the server sends valence/arousal
@@ -263,7 +274,10 @@ def test_extension_streams_a_tab_shows_the_overlay_and_resumes_after_a_server_cr
                 assert point_visible == last_has_va
                 if not last_has_va:
                     assert "not available" in page.locator("#vs-va-words").inner_text()
-                # page CSS does not reach into the shadow root (the page hides all spans/buttons)
+                # styled despite the page's CSP (no inline styles), and page CSS does not reach into
+                # the shadow root (the page hides all spans and buttons)
+                assert page.evaluate("getComputedStyle(document.getElementById('vibescope-overlay-host').shadowRoot"
+                                     ".getElementById('vs-panel')).position") == "fixed"
                 assert page.locator("#vs-collapse").is_visible()
                 assert page.evaluate("getComputedStyle(document.getElementById('vibescope-overlay-host').shadowRoot"
                                      ".getElementById('vs-conn')).display") != "none"
@@ -365,6 +379,7 @@ def test_where_tab_capture_is_refused_the_page_video_element_is_streamed_and_the
             notice.wait_for(timeout=10000)
             assert "Tab capture refused" in notice.inner_text() and "<video>" in notice.inner_text()
             assert notice.get_attribute("title") == started["refusal"]
+            assert worker.evaluate("() => vibescope.status()")["active"]["mode"] == "video"
             wait_for(lambda: int(page.locator("#vs-time").get_attribute("data-events") or 0) >= 5, 30, "overlay updates")
             m = wait_for(lambda: (lambda m: m if counter(m, "vibescope_frames_total", kind="audio") - counter(before, "vibescope_frames_total", kind="audio") >= 10
                                   and counter(m, "vibescope_frames_total", kind="video") > counter(before, "vibescope_frames_total", kind="video") else None)(server.metrics()),

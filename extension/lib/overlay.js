@@ -98,7 +98,14 @@ export function createOverlay(doc, { loadPosition = async () => null, savePositi
   // The host takes no space and no clicks; only the panel itself is interactive.
   host.style.cssText = 'all: initial; position: fixed; left: 0; top: 0; width: 0; height: 0; z-index: 2147483647; pointer-events: none;';
   const root = host.attachShadow({ mode: 'open' });
-  root.append(el(doc, 'style', {}, CSS));
+  // A constructed style sheet: a <style> element would fall under the page's CSP style-src.
+  try {
+    const sheet = new win.CSSStyleSheet();
+    sheet.replaceSync(CSS);
+    root.adoptedStyleSheets = [sheet];
+  } catch {
+    root.append(el(doc, 'style', {}, CSS));
+  }
 
   const panel = el(doc, 'div', { class: 'panel', id: 'vs-panel', role: 'status', 'aria-live': 'off' });
   const head = el(doc, 'div', { class: 'head', id: 'vs-head', title: 'drag to move' });
