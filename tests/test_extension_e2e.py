@@ -294,6 +294,11 @@ def test_extension_streams_a_tab_shows_the_overlay_and_resumes_after_a_server_cr
                 assert page.evaluate("(() => { const v = document.getElementById('clip'); return !v.paused && !v.muted; })()")
                 assert cap["audioFrames"] > 0 and cap["inputRms"] > 0.005, cap
 
+                # what the server analysed is the page's content: the music's level, the face in the video
+                last = lambda: worker.evaluate("() => vibescope.status()")["offscreen"]["transport"]["lastEvent"]
+                wait_for(lambda: ((last().get("loudness") or {}).get("dbfs") or -200) > -40, 10, "the clip's level in the server's events")
+                wait_for(lambda: (last().get("face") or {}).get("present") is True, 15, "the face in the video found by the server")
+
                 # video frames are cropped to the page's video (640×360 in a 1000×520 tab), short side 360
                 wait_for(lambda: worker.evaluate("() => vibescope.status()")["offscreen"]["capture"]["videoSize"]
                          == {"width": 640, "height": 360}, 10, "frames cropped to the video element")

@@ -301,6 +301,7 @@ export class Transport {
     this.sessionId = null;
     this.resumeToken = null;
     this.lastEventT = null;
+    this.lastEvent = null;
     this.ackedSeq = 0;
     this.nextSeq = 1;
     /** @type {{seq: number, kind: number, bytes: Uint8Array, tsUs: number}[]} */
@@ -511,6 +512,7 @@ export class Transport {
           return;
         }
         if (typeof msg.t === 'number') this.lastEventT = msg.t;
+        this.lastEvent = msg;
         this.stats.events += 1;
         this.stats.serverLatencyMs = typeof msg.latency_ms === 'number' ? msg.latency_ms : null;
         this.stats.lastLatencyMs = this._latencyFor(msg.t);

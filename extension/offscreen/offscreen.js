@@ -68,6 +68,7 @@ function status() {
       unacked: transport.unackedCount,
       limits: transport.limits,
       stats: transport.stats,
+      lastEvent: transport.lastEvent,
     },
     capture: capture.stats(),
   };
