@@ -147,7 +147,8 @@ class Hello:
     def to_json(self) -> str:
         d = asdict(self)
         d["type"] = "hello"
-        return json.dumps({k: v for k, v in d.items() if v is not None})
+        # "audio": null is meaningful (no audio); an absent "audio" means the default format
+        return json.dumps({k: v for k, v in d.items() if v is not None or k == "audio"})
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Hello":
