@@ -52,6 +52,8 @@ def test_invalid_frame_is_refused_with_the_recorded_code(vec):
 def test_hello_vector_is_accepted_by_the_server_parser(vec):
     hello = Hello.from_dict(json.loads(vec["json"]))
     assert hello.to_json() == vec["json"]
+    # "audio": null means no audio; the key absent means the default format
+    assert (hello.audio is None) == ('"audio": null' in vec["json"])
 
 
 @pytest.mark.parametrize("vec", VECTORS["controls"], ids=lambda v: v["text"] or "<empty>")

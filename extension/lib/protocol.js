@@ -173,8 +173,9 @@ export function parseControl(text) {
 }
 
 /**
- * The `hello` message, with the keys of server/protocol.py Hello.to_json (None/null omitted).
- * `audio: null` announces a video-only stream; `container` a MIME type for container chunks.
+ * The `hello` message, with the keys of server/protocol.py Hello.to_json (null fields omitted,
+ * except `audio`: `audio: null` announces a stream without audio, while an absent `audio` means
+ * the default PCM16 16 kHz mono). `container` is a MIME type for container chunks.
  */
 export function buildHello({
   token = null,
@@ -200,7 +201,7 @@ export function buildHello({
     client,
     type: 'hello',
   };
-  for (const k of Object.keys(msg)) if (msg[k] === null || msg[k] === undefined) delete msg[k];
+  for (const k of Object.keys(msg)) if ((msg[k] === null && k !== 'audio') || msg[k] === undefined) delete msg[k];
   return msg;
 }
 
