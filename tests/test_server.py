@@ -285,3 +285,29 @@ def test_serving_beyond_loopback_without_a_token_is_refused():
     out = subprocess.run([sys.executable, "-m", "server", "serve", "--host", "0.0.0.0", "--port", str(free_port())],
                          capture_output=True, text=True, timeout=60, env={"PATH": "/usr/bin:/bin"})
     assert out.returncode == 2 and "needs a token" in out.stderr
+
+
+async def test_a_truncated_webm_stream_gives_what_it_holds_and_a_clean_end(server, test_video):
+    data = test_video.read_bytes()
+    ws, _ = await open_session(server.url, container="video/webm")
+    cut = data[: len(data) // 2] + b"\x1f\x43\xb6\x75\x01\xff"  # half the file, then a broken element
+    seq = 0
+    for i in range(0, len(cut), 4000):
+        seq += 1
+        await ws.send(encode_frame(Kind.CONTAINER, seq, 0, cut[i:i + 4000]))
+    await ws.send(json.dumps({"type": "bye"}))
+    msgs = await recv_until(ws, lambda m: m.get("type") == "bye", timeout=30)
+    events = [m for m in msgs if m.get("type") == "overlay"]
+    assert 8 <= len(events) <= 20  # about half of the 3 s clip
+    assert msgs[-1]["acked_seq"] == seq
+    assert await closed_with(ws) == 1000
+    health = json.loads(urllib.request.urlopen(server.http + "/healthz", timeout=5).read())
+    assert health["status"] == "ok"
+
+
+async def test_garbage_in_a_container_session_is_a_bad_media_error(server):
+    ws, _ = await open_session(server.url, container="video/webm")
+    await ws.send(encode_frame(Kind.CONTAINER, 1, 0, b"\x00" * 70000))
+    msgs = await recv_until(ws, lambda m: m.get("type") == "error")
+    assert msgs[-1]["code"] == "bad_media" and msgs[-1]["seq"] == 1
+    await ws.close()
