@@ -108,3 +108,30 @@ def _retinaface_largest(rgb: np.ndarray, threshold: float = 0.9) -> FaceObservat
     lm = [tuple((a[i, :2] + a[i, 2:] * p[i, 2 * k:2 * k + 2] * 0.1) * (w, h)) for k in range(5)]
     return FaceObservation(float(sc[i]), (float(x0), float(y0), float(bw), float(bh)),
                            [(float(x), float(y)) for x, y in lm], (w, h))
+
+
+def decode_audio_16k(path: Path) -> np.ndarray:
+    """The clip's audio as float32 mono 16 kHz (empty when it has none)."""
+    import av
+
+    out = []
+    with av.open(str(path)) as c:
+        if not c.streams.audio:
+            return np.zeros(0, np.float32)
+        rs = av.AudioResampler(format="flt", layout="mono", rate=16000)
+        for f in c.decode(c.streams.audio[0]):
+            out += [r.to_ndarray().reshape(-1) for r in rs.resample(f)]
+        out += [r.to_ndarray().reshape(-1) for r in rs.resample(None)]
+    return np.concatenate(out).astype(np.float32) if out else np.zeros(0, np.float32)
+
+
+def all_frames(path: Path) -> list[tuple[float, np.ndarray]]:
+    """Every video frame: (media time s, RGB uint8)."""
+    import av
+
+    out = []
+    with av.open(str(path)) as c:
+        s = c.streams.video[0]
+        for f in c.decode(s):
+            out.append((float(f.pts * s.time_base), f.to_ndarray(format="rgb24")))
+    return out

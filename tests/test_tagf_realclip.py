@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tagf_realclip import fetch_single_face_clip
+from tagf_realclip import all_frames, decode_audio_16k, fetch_single_face_clip
 
 
 @pytest.fixture(scope="module")
@@ -15,6 +15,7 @@ def events() -> list[dict]:
     import torch
 
     from stream.engine import PIPELINES, BaseStage, Chunk, Session, SessionConfig
+    from stream.media import encode_jpeg
     from stream.tagf.expression import ExpressionStage
     from stream.tagf.stage import TagfStage
 
@@ -22,8 +23,13 @@ def events() -> list[dict]:
     name = "tagf-realclip-test"
     PIPELINES[name] = lambda: [BaseStage(), ExpressionStage(), TagfStage()]
     try:
-        session = Session(SessionConfig(audio_encoding=None, container="video/mp4", stages=name))
-        res = [session.feed(Chunk("container", fetch_single_face_clip().read_bytes()))]
+        # as the extension sends it: JPEG frames (30 fps) and PCM16 audio in 0.5 s chunks
+        clip = fetch_single_face_clip()
+        session = Session(SessionConfig(audio_encoding="pcm16", stages=name))
+        res = [session.feed(Chunk("video", encode_jpeg(rgb, quality=90), t)) for t, rgb in all_frames(clip)]
+        pcm = (np.clip(decode_audio_16k(clip), -1, 1) * 32767).astype("<i2")
+        for k in range(0, len(pcm), 8000):
+            res.append(session.feed(Chunk("audio", pcm[k:k + 8000].tobytes(), k / 16000)))
         res.append(session.flush())
     finally:
         del PIPELINES[name]

@@ -34,7 +34,9 @@ def _train(args: argparse.Namespace) -> int:
         return _fail("--default trains one fusion on the synthetic teacher data")
     for fusion in fusions:
         if args.default:
-            out = args.out or "models/tagf.pt"
+            from stream.tagf.stage import DEFAULT_MODEL_PATH
+
+            out = args.out or str(DEFAULT_MODEL_PATH)
         elif args.out and len(fusions) == 1:
             out = args.out
         else:
@@ -61,7 +63,9 @@ def _eval(args: argparse.Namespace) -> int:
     if args.affwild2:
         from stream.tagf.affwild2 import evaluate_affwild2
 
-        model, meta = load_checkpoint(args.checkpoint)
+        from stream.tagf.stage import DEFAULT_MODEL_PATH
+
+        model, meta = load_checkpoint(args.checkpoint or DEFAULT_MODEL_PATH)
         row = evaluate_affwild2(model, args.affwild2, split=args.split, features_cache=args.features_cache,
                                 progress=not args.quiet)
         row = {"model": meta.get("model_id", model.model_id), **row}
@@ -77,7 +81,8 @@ def _eval(args: argparse.Namespace) -> int:
             if args.no_train:
                 return _fail(f"{path} missing (run without --no-train, or `vibescope train tagf --fusion all`)")
             print(f"training {fusion} ({args.train_steps} steps) → {path}", file=sys.stderr)
-            train_synthetic(fusion, steps=args.train_steps, n_frames=120, out=str(path), progress=not args.quiet)
+            train_synthetic(fusion, steps=args.train_steps, n_frames=120, seed=args.seed, out=str(path),
+                            progress=not args.quiet)
         models[fusion] = load_checkpoint(path)[0]
     levels = tuple(float(x) for x in args.levels.split(","))
     rows = evaluate_synthetic(models, levels, n_sequences=args.sequences)
@@ -119,10 +124,11 @@ def register(groups: dict[str, argparse._SubParsersAction]) -> None:
     e.add_argument("--synthetic", action="store_true")
     e.add_argument("--affwild2", metavar="ROOT")
     e.add_argument("--split", default="validation", choices=("train", "validation"))
-    e.add_argument("--checkpoint", default="models/tagf.pt", help="model for --affwild2")
+    e.add_argument("--checkpoint", default=None, help="model for --affwild2 (default: the shipped models/tagf.pt)")
     e.add_argument("--checkpoints", default=BENCH_DIR, help="directory of FUSION.pt for --synthetic; missing "
                    "ones are trained first")
     e.add_argument("--train-steps", type=int, default=400)
+    e.add_argument("--seed", type=int, default=0, help="training seed for missing checkpoints")
     e.add_argument("--no-train", action="store_true")
     e.add_argument("--levels", default="0,0.5,1,2", help="misalignments in seconds (audio delayed)")
     e.add_argument("--sequences", type=int, default=48, help="test sequences of 30 s per level")

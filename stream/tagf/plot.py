@@ -19,7 +19,7 @@ def _series(events: list[dict[str, Any]], get) -> np.ndarray:
 
 def plot_timeline(events: list[dict[str, Any]], out_png: str) -> None:
     """Overlay events (dicts with "t", "valence", "arousal", "confidence", "music": {"level_db",
-    "probability"}) → a PNG with two panels: V/A in [−1, 1] (shaded by confidence; gaps where null)
+    "probability"}) → a PNG with two panels: V/A in [−1, 1] with the confidence (gaps where null)
     and the music level in dBFS with music probability; models and status in the title."""
     import matplotlib
 
@@ -38,8 +38,7 @@ def plot_timeline(events: list[dict[str, Any]], out_png: str) -> None:
     ax.plot(t, val, color="tab:green", lw=1.6, label="valence")
     ax.plot(t, aro, color="tab:red", lw=1.6, label="arousal")
     if np.isfinite(conf).any():
-        c = np.nan_to_num(conf)
-        ax.fill_between(t, -c, c, color="tab:blue", alpha=0.08, step="mid", label="± confidence")
+        ax.plot(t, conf, color="0.45", lw=1.0, ls=":", label="confidence")
     ax.set_ylim(-1.05, 1.05)
     ax.set_ylabel("valence / arousal")
     ax.legend(loc="upper left", fontsize=8, ncol=3)
