@@ -39,3 +39,11 @@ def test_eval_on_affwild2_layout_reports_ccc_over_labelled_frames(affwild2_root:
 def test_eval_without_a_data_source_fails_cleanly(capsys) -> None:
     assert main(["eval", "tagf", "--nice", "0"]) == 2
     assert "--synthetic" in capsys.readouterr().err
+
+
+def test_train_on_affwild2_layout_writes_a_checkpoint_with_its_status(affwild2_root: Path, tmp_path: Path, capsys) -> None:  # noqa: F811
+    out = tmp_path / "aw2.pt"
+    assert main(["train", "tagf", "--affwild2", str(affwild2_root), "--steps", "2", "--frames", "30", "--batch", "2",
+                 "--quiet", "--nice", "0", "--out", str(out), "--features-cache", str(tmp_path / "cache")]) == 0
+    meta = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert out.exists() and meta["status"] == "affwild2" and meta["steps_done"] == 2

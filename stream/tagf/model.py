@@ -80,6 +80,15 @@ class CausalTemporalBlock(nn.Module):
         y = self.drop(F.relu(self.conv2(F.pad(y, (self.pad, 0)))))
         return F.relu(y + self.down(x))
 
+    def step(self, x: torch.Tensor, cache: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        """Streaming: new frames x (B, C, n) with the last ``pad`` frames of both convolutions'
+        inputs (zeros at stream start, as ``forward``'s padding) → output (B, C_out, n), new cache."""
+        xin = torch.cat([cache[0], x], dim=2)
+        y1 = self.drop(F.relu(self.conv1(xin)))
+        y1in = torch.cat([cache[1], y1], dim=2)
+        y = self.drop(F.relu(self.conv2(y1in)))
+        return F.relu(y + self.down(x)), (xin[:, :, xin.shape[2] - self.pad:], y1in[:, :, y1in.shape[2] - self.pad:])
+
 
 class TemporalConvNet(nn.Module):
     """Causal TCN, dilation 2^i at level i. (B, T, C_in) → (B, T, channels[-1])."""
@@ -95,6 +104,23 @@ class TemporalConvNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x.transpose(1, 2)).transpose(1, 2)
+
+    def initial_cache(self, batch: int = 1) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        cache = []
+        for block in self.net:
+            c_in = block.conv1.in_channels
+            c_out = block.conv1.out_channels
+            cache.append((torch.zeros(batch, c_in, block.pad), torch.zeros(batch, c_out, block.pad)))
+        return cache
+
+    def step(self, x: torch.Tensor, cache: list[tuple[torch.Tensor, torch.Tensor]],
+             ) -> tuple[torch.Tensor, list[tuple[torch.Tensor, torch.Tensor]]]:
+        """Streaming form of ``forward``: new frames (B, n, C_in) → (B, n, C_out), new cache."""
+        h, new = x.transpose(1, 2), []
+        for block, c in zip(self.net, cache):
+            h, c = block.step(h, c)
+            new.append(c)
+        return h.transpose(1, 2), new
 
 
 class JointCrossAttention(nn.Module):
@@ -298,6 +324,19 @@ class TagfModel(nn.Module):
     def encoder_context(self) -> int:
         """Past input frames the causal encoders look at (receptive field − 1)."""
         return max(self.visual_encoder.receptive_field, self.audio_encoder.receptive_field) - 1
+
+    def encode_step(self, visual: torch.Tensor, audio: torch.Tensor, cache: dict[str, list] | None,
+                    ) -> tuple[torch.Tensor, torch.Tensor, dict[str, list]]:
+        """Streaming encoders: new frames (B, n, ·) and the convolution caches (None at stream
+        start) → encoded (B, n, Dv), (B, n, Da) and the new caches. Same values as ``encode``."""
+        if cache is None:
+            cache = {"v": self.visual_encoder.initial_cache(visual.shape[0]),
+                     "a": self.audio_encoder.initial_cache(audio.shape[0])}
+        v, cv = self.visual_encoder.step(visual, cache["v"])
+        a, ca = self.audio_encoder.step(audio, cache["a"])
+        v = self._bn(self.visual_norm, v)
+        a = self._bn(self.audio_norm, a)
+        return F.normalize(v, dim=-1), F.normalize(a, dim=-1), {"v": cv, "a": ca}
 
     def encode_frames(self, visual: torch.Tensor, audio: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Encoders over inputs whose first ``encoder_context`` frames are context only.

@@ -4,7 +4,8 @@ Like ``DemucsStreamer`` for ``Demucs`` (facebookresearch/denoiser): ``feed`` tak
 frames and returns the outputs that became final, ``flush`` ends the stream, and the result equals
 :meth:`TagfModel.forward_sliding` on the whole stream (``selfcheck`` measures the difference).
 
-Per frame (10 Hz) the causal encoders run once, with ``encoder_context`` frames of input history.
+Per frame (10 Hz) the causal encoders run once, incrementally (each convolution keeps the last
+``(kernel − 1) · dilation`` frames of its input).
 Every ``hop`` frames a window of the last ``window`` encoded frames goes through the recursive
 joint cross-attention and the gate, and yields the outputs of ``hop`` frames that lie ``lookahead``
 frames before the window's end. The time-axis gate's forward LSTM state is carried from window to
@@ -37,10 +38,12 @@ class TagfStreamer:
 
     def reset(self) -> None:
         cfg, m = self.cfg, self.model
-        c = m.encoder_context
-        self.history = torch.zeros(c, cfg.visual_dim + cfg.audio_dim)
+        self.cache: dict[str, list] | None = None
         with torch.no_grad():
-            v, a = self._encode(torch.zeros(m.left_pad, cfg.visual_dim + cfg.audio_dim))
+            # the same zero frames that precede the stream in forward_sliding; the first
+            # encoder_context outputs are context only
+            v, a = self._encode(torch.zeros(m.encoder_context + m.left_pad, cfg.visual_dim + cfg.audio_dim))
+            v, a = v[m.encoder_context:], a[m.encoder_context:]
         self.buffer = torch.cat([v, a], dim=-1)  # encoded frames not yet slid past: (≤ W, Dv+Da)
         self.raw = torch.zeros(0, cfg.visual_dim + cfg.audio_dim)  # frames received, not yet encoded
         self.state: tuple[torch.Tensor, torch.Tensor] | None = None
@@ -67,11 +70,9 @@ class TagfStreamer:
 
     # -- streaming ---------------------------------------------------------------------------
     def _encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """New raw frames (n, DV_IN + DA_IN) → their encodings, using and updating the input history."""
+        """New raw frames (n, DV_IN + DA_IN) → their encodings, using and updating the conv caches."""
         dv = self.cfg.visual_dim
-        full = torch.cat([self.history, x], dim=0)
-        self.history = full[full.shape[0] - self.model.encoder_context:].clone()
-        v, a = self.model.encode_frames(full[None, :, :dv], full[None, :, dv:])
+        v, a, self.cache = self.model.encode_step(x[None, :, :dv], x[None, :, dv:], self.cache)
         return v[0], a[0]
 
     def _run_windows(self) -> torch.Tensor:
@@ -121,7 +122,7 @@ class TagfStreamer:
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to continue bit-identically (numpy arrays, ints): ~25 kB."""
         return {
-            "history": self.history.numpy().copy(),
+            "cache": {k: [(c0.numpy().copy(), c1.numpy().copy()) for c0, c1 in v] for k, v in self.cache.items()},
             "buffer": self.buffer.numpy().copy(),
             "raw": self.raw.numpy().copy(),
             "lstm": None if self.state is None else (self.state[0].numpy().copy(), self.state[1].numpy().copy()),
@@ -131,7 +132,8 @@ class TagfStreamer:
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.history = torch.from_numpy(np.array(state["history"], np.float32))
+        self.cache = {k: [(torch.from_numpy(np.array(c0, np.float32)), torch.from_numpy(np.array(c1, np.float32)))
+                          for c0, c1 in v] for k, v in state["cache"].items()}
         self.buffer = torch.from_numpy(np.array(state["buffer"], np.float32))
         self.raw = torch.from_numpy(np.array(state["raw"], np.float32))
         lstm = state["lstm"]
