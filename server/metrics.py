@@ -83,3 +83,13 @@ class Metrics:
         block("vibescope_session_ttl_seconds", "gauge", "Seconds a session's state is kept after its last write.",
               [(f'{{store="{store_kind}"}}', self.session_ttl_s)])
         return "\n".join(out) + "\n"
+
+
+def parse(text: str) -> dict[str, float]:
+    """Prometheus text -> {"name{labels}": value} (for tests, benchmarks and scripts)."""
+    out = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, value = line.rsplit(" ", 1)
+            out[name] = float(value)
+    return out

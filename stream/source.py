@@ -69,14 +69,7 @@ def iter_chunks(path: str | Path, fps: float = 10.0, short_side: int = 360) -> I
     frames that fall inside it come first and join the tick that chunk completes.
     """
     path = Path(path)
-    if not path.is_file():
-        raise MediaError(f"{path}: no such file")
-    try:
-        with av.open(str(path)) as c:
-            if not c.streams.audio and not c.streams.video:
-                raise MediaError(f"{path}: no audio or video stream")
-    except av.FFmpegError as exc:
-        raise MediaError(f"{path}: not a media file PyAV can read ({exc})") from None
+    probe(path)
     audio = ((c.t + len(c.payload) / 2 / SAMPLE_RATE, 0, i, c) for i, c in enumerate(_audio_chunks(path)))
     video = ((c.t, 1, i, c) for i, c in enumerate(_video_chunks(path, fps, short_side)))
     for _, _, _, chunk in heapq.merge(audio, video, key=lambda x: x[:3]):
@@ -84,6 +77,15 @@ def iter_chunks(path: str | Path, fps: float = 10.0, short_side: int = 360) -> I
 
 
 def probe(path: str | Path) -> dict[str, bool]:
-    """Which kinds of media a file has."""
-    with av.open(str(path)) as c:
-        return {"audio": bool(c.streams.audio), "video": bool(c.streams.video)}
+    """Which kinds of media a file has; raises :class:`MediaError` when it is not readable media."""
+    path = Path(path)
+    if not path.is_file():
+        raise MediaError(f"{path}: no such file")
+    try:
+        with av.open(str(path)) as c:
+            kinds = {"audio": bool(c.streams.audio), "video": bool(c.streams.video)}
+    except (av.FFmpegError, OSError, ValueError) as exc:
+        raise MediaError(f"{path}: not a media file PyAV can read ({exc})") from None
+    if not any(kinds.values()):
+        raise MediaError(f"{path}: no audio or video stream")
+    return kinds

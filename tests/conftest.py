@@ -117,13 +117,9 @@ class ServerProcess:
     def metrics(self) -> dict[str, float]:
         import urllib.request
 
-        text = urllib.request.urlopen(self.http + "/metrics", timeout=5).read().decode()
-        out = {}
-        for line in text.splitlines():
-            if line and not line.startswith("#"):
-                name, value = line.rsplit(" ", 1)
-                out[name] = float(value)
-        return out
+        from server.metrics import parse
+
+        return parse(urllib.request.urlopen(self.http + "/metrics", timeout=5).read().decode())
 
 
 @pytest.fixture(scope="module")

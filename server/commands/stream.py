@@ -65,17 +65,13 @@ def cmd_push(args: argparse.Namespace) -> int:
     from stream.source import iter_chunks, probe
 
     try:
-        kinds = probe(args.source) if Path(args.source).is_file() else None
-        if kinds is None:
-            raise MediaError(f"{args.source}: no such file")
-    except (MediaError, OSError, Exception) as exc:  # PyAV raises many types for non-media files
+        kinds = probe(args.source)
+    except MediaError as exc:
         print(f"vibescope push: {exc}", file=sys.stderr)
         return EXIT_MEDIA
     ost: list[tuple[float, bytes]] = []
-    errors: list[dict[str, Any]] = []
 
     def on_error(msg: dict[str, Any]) -> None:
-        errors.append(msg)
         print(f"vibescope push: server error {msg.get('code')}: {msg.get('message')} (seq {msg.get('seq')})", file=sys.stderr)
 
     client = PushClient(
@@ -111,10 +107,8 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     from stream.source import iter_chunks, probe
 
     try:
-        kinds = probe(args.source) if Path(args.source).is_file() else None
-        if kinds is None:
-            raise MediaError(f"{args.source}: no such file")
-    except Exception as exc:  # PyAV raises many types for non-media files
+        kinds = probe(args.source)
+    except MediaError as exc:
         print(f"vibescope analyze: {exc}", file=sys.stderr)
         return EXIT_MEDIA
     session = Session(SessionConfig(audio_encoding="pcm16" if kinds["audio"] else None, video=kinds["video"]))
