@@ -48,7 +48,8 @@ def _train(args: argparse.Namespace) -> int:
             meta.update(status="affwild2", model_id=f"tagf-{fusion}-affwild2")
         else:
             model, meta = train_synthetic(fusion, steps=args.steps, batch=args.batch, n_frames=args.frames,
-                                          seed=args.seed, lr=args.lr, out=out, progress=not args.quiet)
+                                          seed=args.seed, lr=args.lr, out=out, progress=not args.quiet,
+                                          misalign_max_s=args.train_misalign)
             meta.update(status="simulated-teacher", model_id=f"tagf-{fusion.replace('_', '-')}-sim-v1")
         save_checkpoint(model, out, meta)
         print(json.dumps({"out": out, **meta}))
@@ -82,7 +83,7 @@ def _eval(args: argparse.Namespace) -> int:
                 return _fail(f"{path} missing (run without --no-train, or `vibescope train tagf --fusion all`)")
             print(f"training {fusion} ({args.train_steps} steps) → {path}", file=sys.stderr)
             train_synthetic(fusion, steps=args.train_steps, n_frames=120, seed=args.seed, out=str(path),
-                            progress=not args.quiet)
+                            progress=not args.quiet, misalign_max_s=args.train_misalign)
         models[fusion] = load_checkpoint(path)[0]
     levels = tuple(float(x) for x in args.levels.split(","))
     rows = evaluate_synthetic(models, levels, n_sequences=args.sequences)
@@ -114,6 +115,8 @@ def register(groups: dict[str, argparse._SubParsersAction]) -> None:
     p.add_argument("--frames", type=int, default=120, help="frames (10 Hz) per training sequence")
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--train-misalign", type=float, default=0.0, metavar="S",
+                   help="synthetic: delay each batch's audio by a random benchmark level up to S seconds (default 0: aligned)")
     p.add_argument("--out", help=f"checkpoint path (a directory with --fusion all; default {BENCH_DIR}/FUSION.pt)")
     p.set_defaults(func=_train)
 
@@ -129,6 +132,8 @@ def register(groups: dict[str, argparse._SubParsersAction]) -> None:
                    "ones are trained first")
     e.add_argument("--train-steps", type=int, default=400)
     e.add_argument("--seed", type=int, default=0, help="training seed for missing checkpoints")
+    e.add_argument("--train-misalign", type=float, default=0.0, metavar="S",
+                   help="missing checkpoints: train with audio delays up to S seconds (default 0: aligned)")
     e.add_argument("--no-train", action="store_true")
     e.add_argument("--levels", default="0,0.5,1,2", help="misalignments in seconds (audio delayed)")
     e.add_argument("--sequences", type=int, default=48, help="test sequences of 30 s per level")

@@ -70,21 +70,27 @@ def _fit(model: TagfModel, next_batch: Callable[[int], tuple[torch.Tensor, torch
 def train_synthetic(fusion: str = "gate_steps", steps: int = 600, batch: int = 8, n_frames: int = 150,
                     seed: int = 0, lr: float = 2e-3, weight_decay: float = 1e-4, out: str | None = None,
                     progress: bool = True, checkpoint_every: int = 100, config: TagfConfig | None = None,
-                    ) -> tuple[TagfModel, dict[str, Any]]:
-    """Train on simulated cue trajectories labelled by the teacher (aligned audio/video)."""
-    from stream.tagf.synthetic import make_batch
+                    misalign_max_s: float = 0.0) -> tuple[TagfModel, dict[str, Any]]:
+    """Train on simulated cue trajectories labelled by the teacher; audio and video aligned, or,
+    with ``misalign_max_s`` > 0, each batch's audio delayed by a random benchmark level up to it."""
+    from stream.tagf.synthetic import MISALIGN_LEVELS_S, make_batch
 
     torch.manual_seed(seed)
     np.random.seed(seed)
     cfg = config or TagfConfig(fusion=fusion)
     model = TagfModel(cfg)
 
+    levels = [m for m in MISALIGN_LEVELS_S if m <= misalign_max_s]
+    rng = np.random.default_rng(seed)
+
     def next_batch(step: int):
-        b = make_batch(seed * 1_000_003 + step, batch, n_frames)
+        m = float(rng.choice(levels)) if misalign_max_s > 0 else 0.0
+        b = make_batch(seed * 1_000_003 + step, batch, n_frames, m)
         return torch.from_numpy(b.visual), torch.from_numpy(b.audio), torch.from_numpy(b.target), None
 
-    meta = {"data": "synthetic cue trajectories labelled by stream.tagf.teacher (aligned)", "fusion": cfg.fusion,
-            "steps": steps, "batch": batch, "n_frames": n_frames, "seed": seed, "lr": lr,
+    aligned = "aligned" if misalign_max_s <= 0 else f"audio delayed by a random level in {levels} s"
+    meta = {"data": f"synthetic cue trajectories labelled by stream.tagf.teacher ({aligned})", "fusion": cfg.fusion,
+            "steps": steps, "batch": batch, "n_frames": n_frames, "seed": seed, "lr": lr, "misalign_max_s": misalign_max_s,
             "weight_decay": weight_decay, "params": model.n_params()}
     return model, _fit(model, next_batch, steps, lr, weight_decay, out, meta, progress, checkpoint_every)
 
