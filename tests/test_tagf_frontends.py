@@ -103,3 +103,17 @@ def test_face_crop_levels_the_eyes() -> None:
     mid = crop.shape[0] // 2
     assert crop[mid - 1:mid + 1].mean() > 150  # the eye line became the crop's horizontal midline
     assert crop[:, mid].mean() < 60
+
+
+def test_ticks_without_a_frame_hold_the_last_expression_for_a_while() -> None:
+    stage = ExpressionStage()
+    stage.last = {"label": "happy", "probabilities": {"happy": 1.0}, "geometry": None}
+    stage.last_index = 0
+    near = stage.push(Tick(index=5, audio=None, video_seen=True))[0]
+    far = stage.push(Tick(index=5 + ExpressionStage.HOLD_TICKS + 1, audio=None, video_seen=True))[0]
+    assert near.fields["expression"]["held"] is True and near.fields["expression"]["label"] == "happy"
+    assert far.fields["expression"] is None
+    # a frame without a face ends the hold at once
+    stage.push(Tick(index=30, audio=None, frame=np.zeros((8, 8, 3), np.uint8), face=None, video_seen=True))
+    assert stage.push(Tick(index=31, audio=None, video_seen=True))[0].fields["expression"] is None
+    assert pickle.loads(pickle.dumps(stage.state_dict()))["last"] is None

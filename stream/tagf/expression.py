@@ -135,16 +135,20 @@ def landmark_geometry(face: FaceObservation) -> dict[str, float]:
 class ExpressionStage:
     """Pipeline stage: ``tick.fields["expression"]`` from ``tick.frame`` + ``tick.face``; no lag.
 
-    Fills ``{"label", "probabilities": {class: p}, "geometry": {...}}`` or None when the tick has no
-    face (the explicit no-face state), and drops ``tick.frame`` so frames never reach saved state.
-    Stateless apart from a counter, so ``state_dict`` is tiny.
+    Fills ``{"label", "probabilities": {class: p}, "geometry": {...}}`` or None when the tick's
+    frame has no face (the explicit no-face state), and drops ``tick.frame`` so frames never reach
+    saved state. A tick without a frame of its own (video slower than 10 fps) keeps the last
+    result for up to ``HOLD_TICKS`` ticks, marked ``"held": True``; after that it is None.
     """
 
     name = "expression"
     lag_ticks = 0
+    HOLD_TICKS = 10
 
     def __init__(self) -> None:
         self.frames_classified = 0
+        self.last: dict[str, Any] | None = None
+        self.last_index = -(10**9)
 
     @staticmethod
     def model_info() -> dict[str, dict[str, Any]]:
@@ -153,17 +157,25 @@ class ExpressionStage:
                                "64x64 gray crop of the largest face", "validated": False}}
 
     def push(self, tick: Tick) -> list[Tick]:
-        if tick.face is not None and tick.frame is not None:
-            p = classify_expression(tick.frame, tick.face)
-            self.frames_classified += 1
-            tick.fields["expression"] = {
-                "label": EXPRESSION_CLASSES[int(np.argmax(p))],
-                "probabilities": {c: round(float(v), 5) for c, v in zip(EXPRESSION_CLASSES, p)},
-                "geometry": landmark_geometry(tick.face) if len(tick.face.landmarks) >= 5 else None,
-            }
-            tick.models["expression"] = MODEL_ID
+        if tick.frame is not None:
+            if tick.face is not None:
+                p = classify_expression(tick.frame, tick.face)
+                self.frames_classified += 1
+                self.last = {
+                    "label": EXPRESSION_CLASSES[int(np.argmax(p))],
+                    "probabilities": {c: round(float(v), 5) for c, v in zip(EXPRESSION_CLASSES, p)},
+                    "geometry": landmark_geometry(tick.face) if len(tick.face.landmarks) >= 5 else None,
+                }
+            else:
+                self.last = None
+            self.last_index = tick.index
+            tick.fields["expression"] = self.last
+        elif self.last is not None and tick.index - self.last_index <= self.HOLD_TICKS:
+            tick.fields["expression"] = {**self.last, "held": True}
         else:
             tick.fields["expression"] = None
+        if tick.fields["expression"] is not None:
+            tick.models["expression"] = MODEL_ID
         tick.frame = None
         return [tick]
 
@@ -171,7 +183,9 @@ class ExpressionStage:
         return []
 
     def state_dict(self) -> dict[str, Any]:
-        return {"frames_classified": self.frames_classified}
+        return {"frames_classified": self.frames_classified, "last": self.last, "last_index": self.last_index}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.frames_classified = int(state.get("frames_classified", 0))
+        self.last = state.get("last")
+        self.last_index = int(state.get("last_index", -(10**9)))
