@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
+import torch
 from aiohttp import web
 
 from server.metrics import Metrics
@@ -59,6 +60,9 @@ class StreamServer:
         self.metrics = Metrics()
         self.metrics.session_ttl_s = config.limits.session_ttl_s
         self.executor = ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="analysis")
+        # parallelism comes from sessions in the thread pool; one torch thread per analysis
+        # thread avoids oversubscribing the cores
+        torch.set_num_threads(1)
         self.models = model_info(config.pipeline)
         warm_up(config.pipeline)
         self.connections: dict[str, StreamConnection] = {}

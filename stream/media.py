@@ -205,6 +205,7 @@ class DecodedMedia:
     video: list[tuple[float, np.ndarray]]  # (media time s, RGB uint8)
 
 
+_EBML_MAGIC = b"\x1a\x45\xdf\xa3"  # first element of every Matroska/WebM file
 _CLUSTER_ID = b"\x1f\x43\xb6\x75"  # Matroska/WebM Cluster element
 _MOOF = b"moof"  # fragmented MP4 fragment box
 
@@ -220,6 +221,7 @@ class ContainerDecoder:
     """
 
     MAX_TAIL = 16 * 1024 * 1024
+    MAX_UNOPENED = 1024 * 1024  # bytes to wait for a header that opens
 
     def __init__(self, short_side: int = 360) -> None:
         self.short_side = short_side
@@ -231,6 +233,8 @@ class ContainerDecoder:
 
     def feed(self, chunk: bytes) -> DecodedMedia:
         if not self.header:
+            if not (chunk[:4] == _EBML_MAGIC or chunk[4:8] == b"ftyp"):
+                raise MediaError("container stream must start with a WebM/Matroska (EBML) or MP4 (ftyp) header")
             boundary = self._first_boundary(chunk)
             if boundary is None:
                 self.header, self.tail = chunk, b""
@@ -258,9 +262,10 @@ class ContainerDecoder:
         try:
             container = av.open(io.BytesIO(data), mode="r")
         except (av.FFmpegError, ValueError, OSError) as exc:
-            if len(data) < 64 * 1024 and not final:
+            if len(data) < self.MAX_UNOPENED and not final:
                 return out  # the header may not be complete yet
-            raise MediaError(f"cannot open container: {exc}") from None
+            raise MediaError(f"cannot open container ({exc}); WebM or fragmented MP4 as MediaRecorder "
+                             "writes them can be streamed, an MP4 with its index at the end cannot") from None
         with container:
             streams = [s for s in container.streams if s.type in ("audio", "video")]
             packets: dict[int, list[Any]] = {s.index: [] for s in streams}
@@ -294,7 +299,7 @@ class ContainerDecoder:
         for frame in frames:
             if frame.pts is None:
                 continue
-            t = float(frame.pts * frame.time_base)
+            t = float(frame.pts * (frame.time_base or stream.time_base))  # some demuxers leave it unset
             if stream.type == "audio":
                 if t + 1e-6 < self.audio_done_until:
                     continue

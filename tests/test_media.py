@@ -145,3 +145,16 @@ def test_truncated_or_garbage_container_data_does_not_crash(test_video):
     assert m.video
     with pytest.raises(MediaError):
         ContainerDecoder().feed(b"\x00" * 70000)  # not a container at all
+
+
+def test_a_plain_mp4_in_chunks_decodes_once_its_index_is_in():
+    from assets import pyfeat_file
+
+    data = pyfeat_file("single_face.mp4").read_bytes()
+    audio, video, _ = _decode_in_chunks(data, 20000)
+    assert len(video) == 72 and abs(sum(len(x) for _, x in audio) / 44100 - 2.4) < 0.05
+
+
+def test_a_container_stream_must_start_with_a_container_header():
+    with pytest.raises(MediaError, match="EBML"):
+        ContainerDecoder().feed(b"\x00" * 1000)
