@@ -30,6 +30,13 @@ export function describeVA(valence, arousal) {
   return `leans ${[v, a].filter(Boolean).join(', ')}`;
 }
 
+/** What the V/A model learned from, in words (`va_status` of the events; models/tagf.md). */
+export function vaStatusText(status) {
+  if (status === 'simulated-teacher') return 'learned from simulated cues, not human ratings';
+  if (status === 'affwild2') return 'trained on Aff-Wild2 ratings';
+  return typeof status === 'string' && status ? status : null;
+}
+
 export function formatNumber(x, digits = 2) {
   return isNum(x) ? (x >= 0 ? '+' : '−') + Math.abs(x).toFixed(digits) : '—';
 }
@@ -172,7 +179,9 @@ export class OverlayModel {
         valence: formatNumber(e.valence),
         arousal: formatNumber(e.arousal),
         confidence: isNum(e.confidence) ? formatPercent(e.confidence) : '—',
-        words: vaAvailable ? describeVA(e.valence, e.arousal) : 'not available: no model yet',
+        words: vaAvailable
+          ? [describeVA(e.valence, e.arousal), vaStatusText(e.va_status)].filter(Boolean).join(' · ')
+          : 'not available: no model yet',
       },
       trail: vaAvailable ? trail : [],
       music: {

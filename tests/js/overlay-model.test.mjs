@@ -40,6 +40,14 @@ test('confidence dims the point; unknown confidence is dim, not bright', () => {
   assert.ok(confidenceOpacity(null) < 0.5);
 });
 
+test('the words say what the V/A model learned from', () => {
+  const m = new OverlayModel({});
+  m.update(ev(0.1, { valence: 0.5, arousal: -0.4, confidence: 0.4, va_status: 'simulated-teacher' }));
+  assert.equal(m.view().va.words, 'leans pleasant, calm · learned from simulated cues, not human ratings');
+  m.update(ev(0.2, { valence: 0.5, arousal: -0.4, confidence: 0.4 }));
+  assert.equal(m.view().va.words, 'leans pleasant, calm');
+});
+
 test('words describe and hedge instead of pronouncing', () => {
   assert.equal(describeVA(0.5, -0.4), 'leans pleasant, calm');
   assert.equal(describeVA(0.05, 0.1), 'near neutral');
