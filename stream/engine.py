@@ -156,10 +156,19 @@ def _base_pipeline() -> list[Stage]:
     return [BaseStage()]
 
 
+def _full_pipeline() -> list[Stage]:
+    # imported here: the model stages load their checkpoints from models/
+    from stream.separator.stage import SeparatorStage
+    from stream.tagf.expression import ExpressionStage
+    from stream.tagf.stage import TagfStage
+
+    return [BaseStage(), ExpressionStage(), SeparatorStage(), TagfStage()]
+
+
 # name -> factory of the stage chain; the name is saved with the session
 PIPELINES: dict[str, Callable[[], list[Stage]]] = {
-    "default": _base_pipeline,
-    "base": _base_pipeline,
+    "default": _full_pipeline,  # speech, loudness, face, expression, music/OST, valence/arousal
+    "base": _base_pipeline,  # the signal measures only (no trained models of ours)
 }
 
 

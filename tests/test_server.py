@@ -17,6 +17,21 @@ from server.client import PushClient
 from server.protocol import Kind, encode_frame
 from stream.media import encode_jpeg
 
+@pytest.fixture(scope="module")
+def server():
+    """The protocol's mechanics, on the cheap pipeline (an event per frame, no model lag)."""
+    srv = ServerProcess(free_port(), "--pipeline", "base").start()
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(scope="module")
+def full_server():
+    srv = ServerProcess(free_port()).start()
+    yield srv
+    srv.stop()
+
+
 TICK_PCM = (0.1 * np.sin(2 * np.pi * 440 * np.arange(1600) / 16000) * 32767).astype("<i2").tobytes()
 JPEG = encode_jpeg(np.full((96, 128, 3), 120, np.uint8))
 HELLO = {"type": "hello", "protocol": 1, "audio": {"encoding": "pcm16", "sample_rate": 16000, "channels": 1}, "video": "jpeg"}
@@ -55,27 +70,37 @@ async def closed_with(ws):
     return ws.close_code
 
 
-async def test_welcome_states_session_limits_and_models(server):
-    ws, welcome = await open_session(server.url)
+async def test_welcome_states_session_limits_and_models(full_server):
+    ws, welcome = await open_session(full_server.url)
     assert welcome["type"] == "welcome" and welcome["protocol"] == 1 and not welcome["resumed"]
     assert welcome["acked_seq"] == 0 and len(welcome["session_id"]) == 32 and welcome["resume_token"]
     assert welcome["limits"]["max_message_bytes"] == 4 * 1024 * 1024 and welcome["limits"]["max_video_fps"] == 30
     assert welcome["models"]["speech"]["id"] == "silero-vad-6" and "validated" in welcome["models"]["face"]
+    for field in ("valence", "arousal", "music", "expression", "loudness"):
+        assert {"id", "card", "validated"} <= set(welcome["models"][field])
     await ws.close()
 
 
-async def test_frames_are_acked_and_produce_overlay_events(server):
-    ws, _ = await open_session(server.url)
-    for seq in range(1, 6):
+async def test_frames_are_acked_and_produce_overlay_events(full_server):
+    ws, welcome = await open_session(full_server.url)
+    lag = 5  # ticks held back at most: separator 1, TAGF 4 (its hop of 2 releases them in pairs)
+    for seq in range(1, 11):
         await ws.send(encode_frame(Kind.AUDIO, seq, (seq - 1) * 100_000, TICK_PCM))
-    msgs = await recv_until(ws, is_ack(5))
+    msgs = await recv_until(ws, is_ack(10))
     events = [m for m in msgs if m.get("type") == "overlay"]
-    assert [e["t"] for e in events] == pytest.approx([0.1, 0.2, 0.3, 0.4, 0.5])
-    assert all(e["speech"]["probability"] is not None and e["valence"] is None for e in events)
+    assert len(events) >= 10 - lag
+    assert [e["t"] for e in events] == pytest.approx([0.1 * (i + 1) for i in range(len(events))])
     await ws.send(json.dumps({"type": "bye"}))
     msgs = await recv_until(ws, lambda m: m.get("type") == "bye")
-    assert msgs[-1]["acked_seq"] == 5
+    events += [m for m in msgs if m.get("type") == "overlay"]
+    assert [e["t"] for e in events] == pytest.approx([0.1 * (i + 1) for i in range(10)])
+    assert msgs[-1]["acked_seq"] == 10
     assert await closed_with(ws) == 1000
+    for e in events:
+        assert e["speech"]["probability"] is not None and e["music"]["probability"] is not None
+        assert e["valence"] is not None and e["face"]["present"] is None  # audio only: no face claimed
+        assert e["models"]["valence"] == welcome["models"]["valence"]["id"]
+        assert welcome["models"]["valence"]["validated"] is False
 
 
 async def test_duplicates_are_dropped_and_gaps_refused(server):

@@ -47,7 +47,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     limits = Limits(session_ttl_s=args.ttl)
     config = ServerConfig(host=args.host, port=args.port, token=args.token or None, redis_url=args.redis or None,
-                          redis_prefix=args.redis_prefix, limits=limits, workers=args.workers)
+                          redis_prefix=args.redis_prefix, limits=limits, workers=args.workers,
+                          pipeline=args.pipeline)
     try:
         config.check()
     except ValueError as exc:
@@ -164,6 +165,9 @@ def register(groups: dict[str, Any]) -> None:
                    "required unless listening on loopback only")
     p.add_argument("--ttl", type=int, default=int(_env("SESSION_TTL", 3600)), help="seconds a session is kept after its last write")
     p.add_argument("--workers", type=int, default=int(_env("WORKERS", os.cpu_count() or 2)), help="analysis threads")
+    p.add_argument("--pipeline", choices=("default", "base"), default=_env("PIPELINE", "default"),
+                   help="default: every model (speech, face, expression, music/OST, valence/arousal); "
+                        "base: the signal measures only (speech, loudness, face), far cheaper (env VIBESCOPE_PIPELINE)")
     p.set_defaults(func=cmd_serve)
 
     p = root.add_parser("push", help="stream a media file to a server", description="Decode a media file and stream "

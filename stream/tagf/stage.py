@@ -115,6 +115,7 @@ class TagfStage:
     def push(self, tick: Tick) -> list[Tick]:
         vis, aud = self._features(tick)
         tick.frame = None  # never keep frames in held ticks (ExpressionStage drops them too)
+        tick.audio = None  # nor the samples: the features hold what is needed (smaller saved state)
         self.pending.append((self.frames_in - 1, tick))
         return self._finish(self.streamer.feed(vis[None], aud[None]))
 
