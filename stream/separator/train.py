@@ -1,9 +1,10 @@
 """Training of the causal separator on a `vibescope data sep-mixtures` directory.
 
-Each batch item is a random 3 s crop. Half of the items are the data set's own mixtures; the
+Each batch item is a random 3 s crop. Half of the items are the data set's own pairs, the
 other half are *re-mixed* on the fly (dynamic mixing): the music stem of one training clip and
-the OST stem of another, at a random music-to-OST level (-15..+10 dB) and loudness (-35..-15
-dBFS). Validation clips are never seen by the optimiser; they are used to pick nothing but the
+the OST stem of another. Half of the music crops are also re-pitched (playback speed 0.85-1.15)
+and re-equalised (±6 dB), 30 % of the OST crops re-equalised (±4 dB); re-mixed items and half of
+the others get a new music-to-OST level (-15..+10 dB) and loudness (-35..-15 dBFS). Validation clips are never seen by the optimiser; they are used to pick nothing but the
 Platt calibration of ``music.probability`` (fitted after training).
 
 Loss per stem: a soft-thresholded negative SNR (Wisdom et al., MixIT): ``10 log10(|s - ŝ|² +
@@ -22,7 +23,7 @@ import numpy as np
 import torch
 
 from . import transforms as T
-from .data import Clip, load_clips
+from .data import Clip, load_clips, random_eq
 from .model import CausalMaskSeparator, SeparatorConfig
 
 CROP = 3 * T.SAMPLE_RATE
@@ -79,7 +80,12 @@ class BatchSampler:
             j = i if rng.random() < 0.5 else int(rng.integers(n_clips))
             si, sj = int(rng.integers(0, n - CROP + 1)), int(rng.integers(0, n - CROP + 1))
             m, o = self.music[i, si:si + CROP].copy(), self.ost[j, sj:sj + CROP].copy()
-            if i != j:
+            if rng.random() < 0.5:  # augmentation: other keys/tempi and timbres of the music
+                m = _resample(self.music[i], rng.uniform(0.85, 1.15), si, CROP)
+                m = random_eq(m, rng, 6.0)
+            if rng.random() < 0.3:
+                o = random_eq(o, rng, 4.0)
+            if i != j or rng.random() < 0.5:
                 rm, ro = np.sqrt(np.mean(m ** 2)), np.sqrt(np.mean(o ** 2))
                 if rm > 1e-5 and ro > 1e-5:
                     m *= ro / rm * 10 ** (rng.uniform(-15, 10) / 20)
@@ -91,6 +97,13 @@ class BatchSampler:
             music[b], ost[b] = m, o
         music_t, ost_t = torch.from_numpy(music), torch.from_numpy(ost)
         return music_t + ost_t, music_t, ost_t
+
+
+def _resample(x: np.ndarray, factor: float, start: int, n: int) -> np.ndarray:
+    """``n`` samples of ``x`` played ``factor`` times faster from ``start`` (linear
+    interpolation): shifts pitch and tempo together; wraps around at the end."""
+    pos = start + np.arange(n) * factor
+    return np.interp(pos % (len(x) - 1), np.arange(len(x)), x).astype(np.float32)
 
 
 def feature_stats(clips: list[Clip], n: int = 200) -> tuple[torch.Tensor, torch.Tensor]:
@@ -118,7 +131,7 @@ def fit_calibration(model: CausalMaskSeparator, clips: list[Clip]) -> tuple[floa
         return loss
 
     opt.step(closure)
-    return float(a), float(b)
+    return a.item(), b.item()
 
 
 def tick_logits_and_labels(model: CausalMaskSeparator, clips: list[Clip]) -> tuple[np.ndarray, np.ndarray]:
@@ -198,10 +211,10 @@ def train(
         opt.step()
         sched.step()
         step += 1
-        ema = float(sep) if ema is None else 0.98 * ema + 0.02 * float(sep)
+        ema = sep.item() if ema is None else 0.98 * ema + 0.02 * sep.item()
         if bar is not None:
             bar.update(1)
-            bar.set_postfix(sep_loss=f"{ema:.2f}", bce=f"{float(bce):.3f}")
+            bar.set_postfix(sep_loss=f"{ema:.2f}", bce=f"{bce.item():.3f}")
         if step % config.checkpoint_every == 0 or step == config.steps:
             tmp = ckpt_path.with_suffix(".tmp")
             torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(), "step": step, "config": config.__dict__}, tmp)
