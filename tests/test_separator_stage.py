@@ -124,3 +124,8 @@ def test_shipped_checkpoint_is_small_and_loads():
     assert path.stat().st_size < 20e6
     m = load_shared(path)
     assert sum(p.numel() for p in m.parameters()) <= 5_000_000
+
+
+def test_model_info_names_the_model_and_its_card(model):
+    info = SeparatorStage(model).model_info()
+    assert info["music"]["id"] == MODEL_ID and "separator.md" in info["music"]["card"]

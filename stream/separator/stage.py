@@ -45,6 +45,13 @@ class SeparatorStage:
         self._started = False  # has any audio reached the streamer?
         self._first_index = 0  # tick index of stream sample 0
 
+    def model_info(self) -> dict[str, dict[str, Any]]:
+        """field -> {id, card, validated}, for the server's ``welcome``."""
+        card = ("causal BGM/OST separator (STFT mask, GRU core, 32 ms lag) trained by vibescope on game music "
+                "and real speech/effects from Debian packages; held-out test: OST SI-SDRi 3.5 dB, music 6.3 dB; "
+                "removes the clip's own music too; see models/separator.md")
+        return {"music": {"id": self.model_id, "card": card, "validated": True}}
+
     # -- Stage protocol -------------------------------------------------------------------
     def push(self, tick: Tick) -> list[Tick]:
         if tick.audio is None and not self._started:
