@@ -59,10 +59,13 @@ class SeparatorStage:
         if not self._started:
             self._started = True
             self._first_index = tick.index
-        audio = tick.audio if tick.audio is not None else np.zeros(TICK_SAMPLES, np.float32)
+        audio = np.zeros(TICK_SAMPLES, np.float32)
+        if tick.audio is not None:  # a short (last) tick is zero-padded so media time stays aligned
+            a = np.asarray(tick.audio, np.float32).reshape(-1)[:TICK_SAMPLES]
+            audio[: len(a)] = a
         self._held.append(tick)
         self._audio_ticks.append(tick.audio is not None)
-        self._take(self.streamer.feed(np.asarray(audio, np.float32).reshape(-1)))
+        self._take(self.streamer.feed(audio))
         return self._release()
 
     def flush(self) -> list[Tick]:
