@@ -402,8 +402,10 @@ def test_where_tab_capture_is_refused_the_page_video_element_is_streamed_and_the
                 r = page.evaluate("""() => { const p = document.getElementById('vibescope-overlay-host').shadowRoot
                     .getElementById('vs-panel').getBoundingClientRect();
                     const v = document.getElementById('next').getBoundingClientRect();
-                    return p.left >= v.left && p.top >= v.top && p.right <= v.right && p.top < v.bottom; }""")
-                return r  # (the panel may be taller than a 360 px video: its top-left corner is on it)
+                    return p.left >= v.left && p.right <= v.right && p.top < v.bottom && p.bottom > v.top; }""")
+                # on the new video horizontally and overlapping it vertically: a panel taller than
+                # the room below the video's top is kept inside the viewport, so it may start higher
+                return r
             wait_for(panel_on_next, 10, "the overlay to follow the new video element")
 
             assert worker.evaluate("(id) => vibescope.toggle(id)", tab_id) == {"ok": True}
