@@ -92,51 +92,37 @@ async def run_clients(url: str, chunks: list[Chunk], n: int, stagger_s: float) -
 
     async def one(i: int) -> None:
         await asyncio.sleep(i * stagger_s)
-        sent_at: dict[float, float] = {}  # media time of a tick end -> when its last audio went out
-        latencies: list[float] = []
-
-        def on_event(ev: dict) -> None:
-            t0 = sent_at.get(round(ev["t"], 6))
-            if t0 is not None:
-                latencies.append((time.perf_counter() - t0) * 1000.0)
-
-        client = PushClient(url, realtime=True, on_event=on_event)
-        stats = await client.run(_stamp_after_pacing(chunks, sent_at))
+        client = _TimedClient(url, realtime=True)
+        stats = await client.run(chunks)
         n_audio = sum(c.kind == "audio" for c in chunks)
-        results.append({"latencies": latencies, "events": stats.events, "audio_chunks": n_audio,
+        results.append({"latencies": client.latencies, "events": stats.events, "audio_chunks": n_audio,
                         "reconnects": stats.reconnects, "errors": len(stats.errors), "session": client.session_id})
 
     await asyncio.gather(*(one(i) for i in range(n)))
     return results
 
 
-class _stamp_after_pacing:
-    """Chunk iterator for PushClient that records, per audio chunk, the wall time it is sent.
+class _TimedClient(PushClient):
+    """PushClient that measures chunk-to-event latency: the server sends the events a batch of
+    frames released, then the batch's ``ack``; each such event's latency is its arrival time
+    minus the send time of the oldest frame of that batch (the one that waited longest). The
+    pipeline's algorithmic lag (media time the models hold back) is not in it: see selfcheck."""
 
-    PushClient pulls a chunk, sleeps until its media time, then sends it; the send time is
-    therefore start + chunk end time, which we record from the first chunk's pull."""
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, on_event=self._on_event, **kwargs)
+        self.latencies: list[float] = []
+        self._arrived: list[float] = []
 
-    def __init__(self, chunks: list[Chunk], sent_at: dict[float, float]) -> None:
-        self.chunks = chunks
-        self.sent_at = sent_at
-        self.start: float | None = None
-        self.i = 0
+    def _on_event(self, event: dict) -> None:
+        self._arrived.append(time.perf_counter())
 
-    def __iter__(self):
-        return self
-
-    def __next__(self) -> Chunk:
-        if self.i >= len(self.chunks):
-            raise StopIteration
-        c = self.chunks[self.i]
-        self.i += 1
-        now = time.perf_counter()
-        if self.start is None:
-            self.start = now - c.t
-        if c.kind == "audio":
-            end = c.t + len(c.payload) / 2 / 16000
-            self.sent_at[round(end, 6)] = max(now, self.start + end)
-        return c
+    async def _on_ack(self, seq: int) -> None:
+        released = [sent for s, (_, sent) in self.unacked.items() if s <= seq]
+        if released and self._arrived:
+            oldest = min(released)
+            self.latencies += [(t - oldest) * 1000.0 for t in self._arrived]
+        self._arrived = []
+        await super()._on_ack(seq)
 
 
 def metrics(port: int) -> dict[str, float]:
@@ -155,13 +141,14 @@ def main() -> int:
     ap.add_argument("--source", help="media file to stream (default: synthetic noise bursts + 640x360 JPEGs)")
     ap.add_argument("--redis", default="redis://127.0.0.1:6379/0", help="Redis for the server ('' for in-memory)")
     ap.add_argument("--stagger", type=float, default=0.05, help="seconds between session starts")
+    ap.add_argument("--pipeline", choices=("default", "base"), default="default", help="the server's analysis pipeline")
     args = ap.parse_args()
 
     chunks = file_chunks(args.source, args.seconds, args.fps) if args.source else synthetic_chunks(args.seconds, args.fps, 0)
     use_redis = bool(args.redis) and redis_reachable(args.redis)
     prefix = f"vibescope-bench:{uuid.uuid4().hex[:8]}:"
     port = free_port()
-    cmd = [sys.executable, "-m", "server", "serve", "--port", str(port)]
+    cmd = [sys.executable, "-m", "server", "serve", "--port", str(port), "--pipeline", args.pipeline]
     if use_redis:
         cmd += ["--redis", args.redis, "--redis-prefix", prefix]
     log = tempfile.TemporaryFile()
