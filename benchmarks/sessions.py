@@ -87,12 +87,12 @@ def redis_reachable(url: str) -> bool:
         return False
 
 
-async def run_clients(url: str, chunks: list[Chunk], n: int, stagger_s: float) -> list[dict]:
+async def run_clients(urls: list[str], chunks: list[Chunk], n: int, stagger_s: float) -> list[dict]:
     results = []
 
     async def one(i: int) -> None:
         await asyncio.sleep(i * stagger_s)
-        client = _TimedClient(url, realtime=True)
+        client = _TimedClient(urls[i % len(urls)], realtime=True)  # sessions spread over the replicas
         stats = await client.run(chunks)
         n_audio = sum(c.kind == "audio" for c in chunks)
         results.append({"latencies": client.latencies, "events": stats.events, "audio_chunks": n_audio,
@@ -142,37 +142,49 @@ def main() -> int:
     ap.add_argument("--redis", default="redis://127.0.0.1:6379/0", help="Redis for the server ('' for in-memory)")
     ap.add_argument("--stagger", type=float, default=0.05, help="seconds between session starts")
     ap.add_argument("--pipeline", choices=("default", "base"), default="default", help="the server's analysis pipeline")
+    ap.add_argument("--replicas", type=int, default=1, help="server processes sharing Redis (sessions spread round-robin)")
+    ap.add_argument("--workers", type=int, default=os.cpu_count() or 2, help="analysis threads per server process")
     args = ap.parse_args()
 
     chunks = file_chunks(args.source, args.seconds, args.fps) if args.source else synthetic_chunks(args.seconds, args.fps, 0)
     use_redis = bool(args.redis) and redis_reachable(args.redis)
     prefix = f"vibescope-bench:{uuid.uuid4().hex[:8]}:"
-    port = free_port()
-    cmd = [sys.executable, "-m", "server", "serve", "--port", str(port), "--pipeline", args.pipeline]
-    if use_redis:
-        cmd += ["--redis", args.redis, "--redis-prefix", prefix]
-    log = tempfile.TemporaryFile()
-    server = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+    ports = [free_port() for _ in range(args.replicas)]
+    logs, servers = [], []
+    for port in ports:
+        cmd = [sys.executable, "-m", "server", "serve", "--port", str(port), "--pipeline", args.pipeline,
+               "--workers", str(args.workers)]
+        if use_redis:
+            cmd += ["--redis", args.redis, "--redis-prefix", prefix]
+        logs.append(tempfile.TemporaryFile())
+        servers.append(subprocess.Popen(cmd, cwd=ROOT, stdout=logs[-1], stderr=subprocess.STDOUT))
     try:
-        deadline = time.time() + 60
-        while True:
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                    break
-            except OSError:
-                if time.time() > deadline or server.poll() is not None:
-                    log.seek(0)
-                    raise SystemExit(f"server did not start: {log.read().decode()[-2000:]}")
-                time.sleep(0.2)
+        for port, server, log in zip(ports, servers, logs):
+            deadline = time.time() + 90
+            while True:
+                try:
+                    with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                        break
+                except OSError:
+                    if time.time() > deadline or server.poll() is not None:
+                        log.seek(0)
+                        raise SystemExit(f"server did not start: {log.read().decode()[-2000:]}")
+                    time.sleep(0.2)
         time.sleep(0.5)
-        cpu0, rss0 = proc_stats(server.pid)
+        before = [proc_stats(s.pid) for s in servers]
         client_cpu0 = time.process_time()
         wall0 = time.perf_counter()
-        results = asyncio.run(run_clients(f"ws://127.0.0.1:{port}/v1/stream", chunks, args.sessions, args.stagger))
+        urls = [f"ws://127.0.0.1:{port}/v1/stream" for port in ports]
+        results = asyncio.run(run_clients(urls, chunks, args.sessions, args.stagger))
         wall = time.perf_counter() - wall0
-        cpu1, rss1 = proc_stats(server.pid)
+        after = [proc_stats(s.pid) for s in servers]
         client_cpu = time.process_time() - client_cpu0
-        m = metrics(port)
+        cpu0, rss0 = sum(b[0] for b in before), sum(b[1] for b in before)
+        cpu1, rss1 = sum(a[0] for a in after), sum(a[1] for a in after)
+        m: dict[str, float] = {}
+        for port in ports:
+            for k, v in metrics(port).items():
+                m[k] = m.get(k, 0.0) + v
         redis_kb = None
         if use_redis:
             import redis
@@ -183,8 +195,10 @@ def main() -> int:
             if keys:
                 r.delete(*keys)
     finally:
-        server.terminate()
-        server.wait(10)
+        for server in servers:
+            server.terminate()
+        for server in servers:
+            server.wait(10)
 
     lat = np.array([x for r in results for x in r["latencies"]])
     expected = sum(r["audio_chunks"] for r in results)
@@ -202,9 +216,10 @@ def main() -> int:
         "rss_mb_per_session": round(max(0.0, rss1 - rss0) / args.sessions, 2),
         "redis_kb_per_session": redis_kb,
     }
-    extra = {"wall_s": round(wall, 1), "server_rss_mb": round(rss1, 1), "client_cpu_cores": round(client_cpu / wall, 3),
+    extra = {"wall_s": round(wall, 1), "client_cpu_cores": round(client_cpu / wall, 3),
              "reconnects": sum(r["reconnects"] for r in results), "errors": sum(r["errors"] for r in results),
              "video_frames_sent": sum(c.kind == "video" for c in chunks) * args.sessions, "store": "redis" if use_redis else "memory",
+             "replicas": args.replicas, "pipeline": args.pipeline, "server_rss_mb": round(rss1, 1),
              "media_s_per_session": media_s}
     print(f"{'metric':28s} value")
     for k, v in {**row, **extra}.items():

@@ -92,7 +92,8 @@ class StreamServer:
     # --- HTTP ------------------------------------------------------------------------------
 
     async def stream(self, request: web.Request) -> web.StreamResponse:
-        ws = web.WebSocketResponse(max_msg_size=self.config.limits.max_message_bytes, heartbeat=30.0)
+        # no permessage-deflate: JPEG and PCM do not compress, and it costs CPU on both ends
+        ws = web.WebSocketResponse(max_msg_size=self.config.limits.max_message_bytes, heartbeat=30.0, compress=False)
         await ws.prepare(request)
         conn = StreamConnection(self, ws, request.transport)
         try:

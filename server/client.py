@@ -89,7 +89,7 @@ class PushClient:
         while not self._done:
             try:
                 async with websockets.connect(self._connect_url(), max_size=None, open_timeout=10, ping_interval=20,
-                                              close_timeout=5) as ws:
+                                              close_timeout=5, compression=None) as ws:
                     await self._handshake(ws)
                     backoff, down_since = 0.25, None
                     reader = asyncio.create_task(self._read(ws))

@@ -178,6 +178,8 @@ def _image_codec(payload: bytes) -> str:
 
 def frame_to_rgb(frame: "av.VideoFrame", short_side: int = 360) -> np.ndarray:
     scale = min(1.0, short_side / max(1, min(frame.width, frame.height)))
+    if scale == 1.0:
+        return frame.to_ndarray(format="rgb24")
     w, h = max(2, int(round(frame.width * scale))), max(2, int(round(frame.height * scale)))
     return frame.to_ndarray(format="rgb24", width=w, height=h)
 
