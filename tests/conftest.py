@@ -130,6 +130,17 @@ def server() -> ServerProcess:
     srv.stop()
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """The product runs the models single-threaded (many sessions per core); so do model tests."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(scope="session")
 def test_video(tmp_path_factory) -> Path:
     """A 3 s WebM (VP8 + Opus 48 kHz): moving gradient and a 440 Hz tone with amplitude steps."""

@@ -7,13 +7,7 @@ import torch
 from stream.tagf.model import FUSIONS, StepGate, TagfConfig, TagfModel, TimeGate, ccc, ccc_loss
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """The product runs TAGF single-threaded (many sessions per core); so do these tests."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 
