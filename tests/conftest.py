@@ -40,10 +40,19 @@ def redis_url() -> str:
     if _redis_ok("127.0.0.1", 6379):
         yield "redis://127.0.0.1:6379/0"
         return
+    port = free_port()
+    proc, workdir = start_redis(port)
+    yield f"redis://127.0.0.1:{port}/0"
+    proc.terminate()
+    proc.wait(5)
+    shutil.rmtree(workdir, ignore_errors=True)
+
+
+def start_redis(port: int) -> tuple[subprocess.Popen, str]:
+    """A throwaway redis-server on ``port`` (no persistence); returns the process and its dir."""
     binary = shutil.which("redis-server")
     if binary is None:
-        pytest.fail("no redis-server reachable on 127.0.0.1:6379 and none installed (make test installs it)")
-    port = free_port()
+        pytest.fail("no redis-server installed (make test installs it)")
     workdir = tempfile.mkdtemp(prefix="vibescope-redis-")
     proc = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
                              "--dir", workdir], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -53,10 +62,7 @@ def redis_url() -> str:
             proc.kill()
             pytest.fail("redis-server did not start")
         time.sleep(0.05)
-    yield f"redis://127.0.0.1:{port}/0"
-    proc.terminate()
-    proc.wait(5)
-    shutil.rmtree(workdir, ignore_errors=True)
+    return proc, workdir
 
 
 @pytest.fixture

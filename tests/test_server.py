@@ -6,6 +6,7 @@ import json
 import socket
 import subprocess
 import sys
+import urllib.error
 import urllib.request
 
 import numpy as np
@@ -336,3 +337,34 @@ async def test_garbage_in_a_container_session_is_a_bad_media_error(server):
     msgs = await recv_until(ws, lambda m: m.get("type") == "error")
     assert msgs[-1]["code"] == "bad_media" and msgs[-1]["seq"] == 1
     await ws.close()
+
+
+async def test_when_redis_goes_away_nothing_unwritten_is_acknowledged_and_health_says_so():
+    import shutil
+
+    from conftest import start_redis
+
+    redis_port = free_port()
+    redis_proc, workdir = start_redis(redis_port)
+    srv = ServerProcess(free_port(), "--pipeline", "base", "--redis", f"redis://127.0.0.1:{redis_port}/0").start()
+    try:
+        ws, _ = await open_session(srv.url)
+        await ws.send(encode_frame(Kind.AUDIO, 1, 0, TICK_PCM))
+        await recv_until(ws, is_ack(1))
+        redis_proc.kill()
+        redis_proc.wait(5)
+        await ws.send(encode_frame(Kind.AUDIO, 2, 100_000, TICK_PCM))
+        msgs = await recv_until(ws, lambda m: m.get("type") == "error", timeout=20)
+        assert msgs[-1]["code"] == "internal" and "resume later" in msgs[-1]["message"]
+        assert not any(m.get("type") == "ack" and m["seq"] >= 2 for m in msgs)
+        assert await closed_with(ws) == 1013  # try again later: the client resumes
+        try:
+            urllib.request.urlopen(srv.http + "/healthz", timeout=10)
+            raise AssertionError("healthz answered 200 without its store")
+        except urllib.error.HTTPError as exc:
+            assert exc.code == 503 and json.loads(exc.read())["store_ok"] is False
+    finally:
+        srv.stop()
+        if redis_proc.poll() is None:
+            redis_proc.kill()
+        shutil.rmtree(workdir, ignore_errors=True)
