@@ -154,7 +154,16 @@ class StreamConnection:
         self._writer = asyncio.create_task(self._write())
         try:
             hello = await self._receive_hello()
-            if hello is None or not await self._open_session(hello):
+            if hello is None:
+                return
+            try:
+                opened = await self._open_session(hello)
+            except Exception as exc:  # the store is unreachable, or the stored state unusable
+                log.error("cannot open session: %r", exc)
+                await self.fail(ErrorCode.INTERNAL, "cannot open the session now (state store unavailable); "
+                                "try again later", CloseCode.TRY_AGAIN)
+                return
+            if not opened:
                 return
             self.server.register(self)
             worker = asyncio.create_task(self._analyse(), name=f"analyse-{self.session_id}")
@@ -218,7 +227,12 @@ class StreamConnection:
                 return False
             stored = await store.load(hello.session_id)
             self.session_id, resume_token = hello.session_id, hello.resume_token
-            self.engine = await loop.run_in_executor(self.server.executor, Session.from_bytes, stored.state)
+            try:
+                self.engine = await loop.run_in_executor(self.server.executor, Session.from_bytes, stored.state)
+            except ValueError as exc:  # e.g. state written by an incompatible server version
+                await self.fail(ErrorCode.UNKNOWN_SESSION, f"the stored session cannot be continued: {exc}",
+                                CloseCode.UNKNOWN_SESSION)
+                return False
             self.acked_seq = self.last_received = stored.acked_seq
             self._last_state = stored.state
             self.want_ost = "ost_audio" in stored.meta.get("want", [])

@@ -363,6 +363,11 @@ async def test_when_redis_goes_away_nothing_unwritten_is_acknowledged_and_health
             raise AssertionError("healthz answered 200 without its store")
         except urllib.error.HTTPError as exc:
             assert exc.code == 503 and json.loads(exc.read())["store_ok"] is False
+        async with websockets.connect(srv.url) as ws2:  # a new session cannot be stored either
+            await ws2.send(json.dumps(HELLO))
+            msg = json.loads(await ws2.recv())
+            assert msg["type"] == "error" and msg["code"] == "internal" and "try again" in msg["message"]
+            assert await closed_with(ws2) == 1013
     finally:
         srv.stop()
         if redis_proc.poll() is None:
