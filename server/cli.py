@@ -26,13 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
         p = root.add_parser(name, help=help_, description=help_)
         groups[name] = p.add_subparsers(dest=f"{name}_command", metavar="WHAT", required=True)
     for mod in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(mod)
-        except ModuleNotFoundError as exc:
-            if exc.name != mod:  # a real missing dependency inside an existing module
-                raise
-            continue
-        module.register(groups)
+        importlib.import_module(mod).register(groups)
     return parser
 
 
