@@ -48,3 +48,28 @@ def test_train_writes_checkpoint_and_resumes(data_dir, tmp_path):
 def test_train_without_data_is_a_clean_user_error(tmp_path, capsys):
     assert main(["train", "separator", "--data", str(tmp_path / "none"), "--out", str(tmp_path), "--nice", "0", "--quiet"]) == 2
     assert "no such data directory" in capsys.readouterr().err
+
+
+def test_finetune_init_starts_from_given_weights(data_dir, tmp_path):
+    """`python -m stream.separator.finetune_init` + `train --lr`: resumes at step 0 from the source
+    weights (feature statistics kept), with a fresh optimiser and the warm-up learning rate."""
+    from stream.separator.finetune_init import write_init
+    from stream.separator.model import SeparatorConfig
+
+    torch.set_num_threads(1)
+    torch.manual_seed(1)
+    src_model = CausalMaskSeparator(SeparatorConfig(hidden=32))
+    src_model.feat_mean.fill_(-3.0)
+    torch.save(src_model.checkpoint(), tmp_path / "src.pt")
+    out = tmp_path / "ft"
+    out.mkdir()
+    write_init(str(tmp_path / "src.pt"), str(out / "separator.ckpt"), 3e-4)
+    state = torch.load(out / "separator.ckpt", weights_only=False)
+    assert state["step"] == 0 and state["opt"]["param_groups"][0]["lr"] == pytest.approx(3e-4 / 200)
+    for k, v in src_model.state_dict().items():
+        assert torch.equal(state["model"][k], v)
+    args = ["train", "separator", "--data", data_dir, "--out", str(out), "--batch", "2", "--hidden", "32", "--nice", "0", "--quiet", "--lr", "3e-4", "--steps", "2"]
+    assert main(args) == 0
+    ckpt = torch.load(out / "separator.pt", map_location="cpu", weights_only=True)
+    assert ckpt["train"]["steps"] == 2
+    assert torch.equal(ckpt["state_dict"]["feat_mean"], src_model.feat_mean)  # not re-estimated
