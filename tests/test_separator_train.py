@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from server.cli import main
-from stream.separator.model import CausalMaskSeparator
+from stream.separator.model import MODEL_ID, CausalMaskSeparator
 from stream.separator.streamer import SeparatorStreamer, stream_in_chunks
 from stream.separator.wavio import write_wav
 
@@ -39,7 +39,7 @@ def test_train_writes_checkpoint_and_resumes(data_dir, tmp_path):
     assert main(args + ["--steps", "3"]) == 0  # resumes at step 2, runs one more
     assert torch.load(out / "separator.ckpt", weights_only=False)["step"] == 3
     ckpt = torch.load(out / "separator.pt", map_location="cpu", weights_only=True)
-    assert ckpt["model_id"] == "vibescope-sep-v1" and ckpt["train"]["steps"] == 3
+    assert ckpt["model_id"] == MODEL_ID and ckpt["train"]["steps"] == 3
     model = CausalMaskSeparator.from_checkpoint(ckpt)
     x = np.zeros(4000, np.float32)
     assert stream_in_chunks(SeparatorStreamer(model), x, 1600).shape == (2, 4000)

@@ -21,7 +21,7 @@ from torch import nn
 
 from . import transforms as T
 
-MODEL_ID = "vibescope-sep-v1"
+MODEL_ID = "vibescope-sep-v2"  # the id new checkpoints get; a loaded model keeps its own
 
 
 @dataclass
@@ -43,6 +43,7 @@ class CausalMaskSeparator(nn.Module):
     def __init__(self, config: SeparatorConfig | None = None) -> None:
         super().__init__()
         self.config = config or SeparatorConfig()
+        self.model_id = MODEL_ID
         c = self.config
         # per-bin normalisation of log power, set from training data before training
         self.register_buffer("feat_mean", torch.zeros(T.N_BINS))
@@ -88,7 +89,7 @@ class CausalMaskSeparator(nn.Module):
 
     def checkpoint(self, **extra) -> dict:
         return {
-            "model_id": MODEL_ID,
+            "model_id": self.model_id,
             "config": asdict(self.config),
             "calibration": asdict(self.calibration),
             "state_dict": self.state_dict(),
@@ -100,6 +101,7 @@ class CausalMaskSeparator(nn.Module):
         model = cls(SeparatorConfig(**ckpt["config"]))
         model.load_state_dict(ckpt["state_dict"])
         model.calibration = Calibration(**ckpt.get("calibration", {}))
+        model.model_id = ckpt.get("model_id", MODEL_ID)  # the overlay names the weights, not the code
         model.eval()
         return model
 

@@ -20,7 +20,7 @@ import numpy as np
 
 from ..pipeline import TICK_SAMPLES, Tick
 from . import transforms as T
-from .model import MODEL_ID, CausalMaskSeparator, load_shared
+from .model import CausalMaskSeparator, load_shared
 from .streamer import SeparatorStreamer
 
 EPS = 1e-10
@@ -31,10 +31,9 @@ class SeparatorStage:
 
     name = "separator"
     lag_ticks = 1
-    model_id = MODEL_ID
-
     def __init__(self, model: CausalMaskSeparator | None = None) -> None:
         self.model = model if model is not None else load_shared()
+        self.model_id = self.model.model_id
         self.streamer = SeparatorStreamer(self.model)
         self._held: list[Tick] = []
         self._audio_ticks: list[bool] = []  # per held tick: did it carry audio?
