@@ -89,7 +89,7 @@ class CausalMaskSeparator(nn.Module):
 
     def checkpoint(self, **extra) -> dict:
         return {
-            "model_id": self.model_id,
+            "model_id": MODEL_ID,  # what this code trains and writes
             "config": asdict(self.config),
             "calibration": asdict(self.calibration),
             "state_dict": self.state_dict(),
