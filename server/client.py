@@ -35,7 +35,6 @@ class PushStats:
     reconnects: int = 0
     events: int = 0
     errors: list[dict[str, Any]] = field(default_factory=list)
-    latencies_ms: list[float] = field(default_factory=list)  # frame sent -> first event after it
 
 
 class PushClient:
@@ -204,8 +203,6 @@ class PushClient:
                 if self.last_event_t is None or msg["t"] > self.last_event_t + 1e-9:
                     self.last_event_t = msg["t"]
                     self.stats.events += 1
-                    if msg.get("latency_ms") is not None:
-                        self.stats.latencies_ms.append(float(msg["latency_ms"]))
                     self.on_event(msg)
             elif kind == "ack":
                 await self._on_ack(int(msg["seq"]))

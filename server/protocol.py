@@ -22,6 +22,8 @@ from dataclasses import asdict, dataclass, field
 from enum import IntEnum
 from typing import Any
 
+from stream.media import image_kind as sniff_image  # one sniffing rule for protocol and decoder
+
 PROTOCOL_VERSION = 1
 MAGIC = b"VS"
 HEADER = struct.Struct("<2sBBIq")
@@ -230,12 +232,3 @@ def parse_control(text: str) -> dict[str, Any]:
 
 def error_message(code: str, message: str, seq: int | None = None) -> str:
     return json.dumps({"type": "error", "code": code, "message": message, "seq": seq})
-
-
-def sniff_image(payload: bytes) -> str | None:
-    """'jpeg', 'webp' or None from an image's magic bytes."""
-    if payload[:3] == b"\xff\xd8\xff":
-        return "jpeg"
-    if payload[:4] == b"RIFF" and payload[8:12] == b"WEBP":
-        return "webp"
-    return None

@@ -350,7 +350,7 @@ class Session:
         if s.get("version") != STATE_VERSION:
             raise ValueError(f"session state version {s.get('version')} is not {STATE_VERSION}")
         if s["config"] != self.config:
-            self.__init__(s["config"])
+            raise ValueError("session state of another configuration (use Session.from_bytes)")
         if s["resampler"] is not None:
             self.resampler = Resampler(s["resampler"]["rate_in"])
             self.resampler.load_state_dict(s["resampler"])

@@ -168,12 +168,20 @@ def decode_image(payload: bytes, max_width: int, max_height: int, short_side: in
     return frame_to_rgb(frame, short_side)
 
 
-def _image_codec(payload: bytes) -> str:
+def image_kind(payload: bytes) -> str | None:
+    """'jpeg', 'webp' or None from an image's magic bytes (the protocol's sniffing rule too)."""
     if payload[:3] == b"\xff\xd8\xff":
-        return "mjpeg"
+        return "jpeg"
     if payload[:4] == b"RIFF" and payload[8:12] == b"WEBP":
         return "webp"
-    raise MediaError("video frame is neither JPEG nor WebP")
+    return None
+
+
+def _image_codec(payload: bytes) -> str:
+    kind = image_kind(payload)
+    if kind is None:
+        raise MediaError("video frame is neither JPEG nor WebP")
+    return {"jpeg": "mjpeg", "webp": "webp"}[kind]
 
 
 def frame_to_rgb(frame: "av.VideoFrame", short_side: int = 360) -> np.ndarray:
@@ -237,11 +245,11 @@ class ContainerDecoder:
         if not self.header:
             if not (chunk[:4] == _EBML_MAGIC or chunk[4:8] == b"ftyp"):
                 raise MediaError("container stream must start with a WebM/Matroska (EBML) or MP4 (ftyp) header")
-            boundary = self._first_boundary(chunk)
-            if boundary is None:
+            starts = [b for b in _boundaries(chunk) if b > 0]  # the header ends where a fragment starts
+            if not starts:
                 self.header, self.tail = chunk, b""
             else:
-                self.header, self.tail = chunk[:boundary], chunk[boundary:]
+                self.header, self.tail = chunk[:starts[0]], chunk[starts[0]:]
         else:
             self.tail += chunk
         if len(self.tail) > self.MAX_TAIL:
@@ -252,11 +260,6 @@ class ContainerDecoder:
         if not self.header:
             return DecodedMedia([], None, [])
         return self._decode(final=True)
-
-    @staticmethod
-    def _first_boundary(data: bytes) -> int | None:
-        positions = [p for p in (data.find(_CLUSTER_ID), _moof_start(data)) if p > 0]
-        return min(positions) if positions else None
 
     def _decode(self, final: bool) -> DecodedMedia:
         data = self.header + self.tail
@@ -335,12 +338,6 @@ class ContainerDecoder:
         self.header, self.tail = s["header"], s["tail"]
         self.audio_done_until, self.video_done_until = s["audio_done_until"], s["video_done_until"]
         self.audio_rate = s["audio_rate"]
-
-
-def _moof_start(data: bytes) -> int:
-    """Byte offset of the first ``moof`` box start (its 4-byte size precedes the type), or -1."""
-    pos = data.find(_MOOF)
-    return pos - 4 if pos >= 4 else -1
 
 
 def _boundaries(data: bytes) -> list[int]:

@@ -147,6 +147,22 @@ def one_torch_thread():
     torch.set_num_threads(n)
 
 
+def untrained_separator(seed: int):
+    """A separator with fixed random weights and plausible feature statistics: exercises every
+    code path of the streamer and the stage as trained weights would, without a checkpoint."""
+    import torch
+
+    from stream.separator.model import CausalMaskSeparator
+
+    torch.set_num_threads(1)  # one session = one thread, as in the server
+    torch.manual_seed(seed)
+    m = CausalMaskSeparator().eval()
+    with torch.no_grad():
+        m.feat_mean.fill_(-12.0)
+        m.feat_std.fill_(4.0)
+    return m
+
+
 @pytest.fixture(scope="session")
 def test_video(tmp_path_factory) -> Path:
     """A 3 s WebM (VP8 + Opus 48 kHz): moving gradient and a 440 Hz tone with amplitude steps."""

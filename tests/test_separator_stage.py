@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import untrained_separator
 from stream.pipeline import TICK_SAMPLES, Tick
 from stream.separator.model import MODEL_ID, CausalMaskSeparator, load_shared, models_dir
 from stream.separator.stage import SeparatorStage
@@ -16,13 +17,7 @@ from stream.separator.streamer import SeparatorStreamer, probe_signal, stream_in
 
 @pytest.fixture(scope="module")
 def model() -> CausalMaskSeparator:
-    torch.set_num_threads(1)
-    torch.manual_seed(1)
-    m = CausalMaskSeparator().eval()
-    with torch.no_grad():
-        m.feat_mean.fill_(-12.0)
-        m.feat_std.fill_(4.0)
-    return m
+    return untrained_separator(seed=1)
 
 
 @pytest.fixture(scope="module")

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import untrained_separator
 from stream.separator import transforms as T
 from stream.separator.model import CausalMaskSeparator
 from stream.separator.streamer import (
@@ -19,14 +20,7 @@ from stream.separator.streamer import (
 
 @pytest.fixture(scope="module")
 def model() -> CausalMaskSeparator:
-    # random weights exercise every code path as well as trained ones; fixed seed
-    torch.set_num_threads(1)  # one session = one thread, as in the server
-    torch.manual_seed(0)
-    m = CausalMaskSeparator().eval()
-    with torch.no_grad():
-        m.feat_mean.fill_(-12.0)
-        m.feat_std.fill_(4.0)
-    return m
+    return untrained_separator(seed=0)
 
 
 @pytest.fixture(scope="module")
