@@ -6,7 +6,8 @@ import json
 import numpy as np
 import pytest
 
-from stream.separator.data import DataError, build_mixtures, fetch_package, load_clips
+from stream.separator import data as D
+from stream.separator.data import DataError, build_mixtures, decode_audio, fetch_package, load_clips, split_of
 from stream.separator.wavio import read_wav
 
 TINY = {
@@ -18,7 +19,7 @@ TINY = {
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     out = tmp_path_factory.mktemp("sep") / "tiny"
-    index = build_mixtures(out, hours=0.02, seed=3, table=TINY, tts=False)
+    index = build_mixtures(out, hours=0.02, seed=3, table=TINY, tts=False, midi=False)
     return out, index
 
 
@@ -66,7 +67,7 @@ def test_clip_kinds_and_levels(tiny):
 
 def test_same_seed_rebuilds_identical_audio(tiny, tmp_path):
     again = tmp_path / "again"
-    build_mixtures(again, hours=0.02, seed=3, table=TINY, tts=False)
+    build_mixtures(again, hours=0.02, seed=3, table=TINY, tts=False, midi=False)
     for clip_dir in sorted(p for p in tiny[0].iterdir() if p.is_dir())[:5]:
         assert (again / clip_dir.name / "mixture.wav").read_bytes() == (clip_dir / "mixture.wav").read_bytes()
         assert json.loads((again / clip_dir.name / "meta.json").read_text()) == json.loads((clip_dir / "meta.json").read_text())
@@ -79,4 +80,78 @@ def test_reserved_packages_are_refused_outside_test_builds():
 
 def test_nonpositive_hours_is_a_user_error(tmp_path):
     with pytest.raises(DataError):
-        build_mixtures(tmp_path / "x", hours=0, table=TINY, tts=False)
+        build_mixtures(tmp_path / "x", hours=0, table=TINY, tts=False, midi=False)
+
+
+def _one_note_midi(path, note=69, seconds=2.0):
+    """A type-0 MIDI file: one piano note held for ``seconds`` at 120 bpm (480 ticks/quarter)."""
+    def vlq(n):
+        out = [n & 0x7F]
+        while n > 0x7F:
+            n >>= 7
+            out.insert(0, (n & 0x7F) | 0x80)
+        return bytes(out)
+    ticks = int(seconds * 2 * 480)
+    track = (b"\x00\xff\x51\x03\x07\xa1\x20"  # tempo 500000 us per quarter
+             + b"\x00\xc0\x00" + b"\x00\x90" + bytes([note, 100])
+             + vlq(ticks) + b"\x80" + bytes([note, 0]) + b"\x00\xff\x2f\x00")
+    path.write_bytes(b"MThd" + (6).to_bytes(4, "big") + (0).to_bytes(2, "big") + (1).to_bytes(2, "big")
+                     + (480).to_bytes(2, "big") + b"MTrk" + len(track).to_bytes(4, "big") + track)
+
+
+def test_midi_render_is_the_note_at_16k_for_its_length(tmp_path):
+    """fluidsynth from the unpacked package renders a 2 s piano A4 to 16 kHz: sounding while the
+    note is held, silent after its release, and its strongest partial is 440 Hz."""
+    _one_note_midi(tmp_path / "a4.mid")
+    assert D.render_midi(tmp_path / "a4.mid", tmp_path / "a4.wav")
+    with open(tmp_path / "a4.wav", "rb") as f:
+        header = f.read(64)
+    assert int.from_bytes(header[24:28], "little") == 16000  # rendered at 16 kHz, not resampled
+    audio = decode_audio(tmp_path / "a4.wav")
+    assert 2.0 <= len(audio) / 16000 <= 6.0  # the note, then the synth's release/reverb tail
+
+    def db(x):
+        return 20 * np.log10(np.sqrt(np.mean(x.astype(np.float64) ** 2)) + 1e-12)
+
+    held = audio[1600:16000]
+    assert db(held) > -40.0 and db(audio[40000:]) < db(held) - 40.0  # note off at 2 s
+    held = audio[1600:30000]
+    spec = np.abs(np.fft.rfft(held * np.hanning(len(held))))
+    assert abs(np.argmax(spec) * 16000 / len(held) - 440.0) < 5.0
+
+
+def test_midi_sources_are_music_split_by_file_and_feed_clips(tmp_path):
+    midi = D._midi_sources()
+    assert len(midi) >= 30 and all(s.kind == "music" and s.key.startswith("openttd-openmsx/") for s in midi)
+    assert {s.split for s in midi} == {"train", "val"}
+    assert all(s.split == split_of(s.key) for s in midi)
+    # a build whose only music is the MIDI renders: every clip with music uses one, of its split
+    table = {"music": {}, "speech": TINY["speech"]}
+    index = build_mixtures(tmp_path / "m", hours=0.02, seed=4, table=table, tts=False, midi=True)
+    used = 0
+    for clip in load_clips(tmp_path / "m"):
+        if clip.meta["kind"] != "ost_only":
+            key = clip.meta["music_source"].split("@")[0]
+            assert key.startswith("openttd-openmsx/") and key in index["sources"][clip.split]
+            assert np.sqrt(np.mean(clip.music ** 2)) > 1e-4
+            used += 1
+    assert used > 0
+
+
+def test_espeak_sources_cover_languages_with_a_split_and_no_dutch():
+    srcs = D._espeak_sources()
+    assert len(srcs) >= 500 and all(s.kind == "tts" for s in srcs)
+    langs = {s.key.split("/")[1].split("+")[0] for s in srcs}
+    assert len(langs) >= 10 and "nl" not in langs
+    assert {s.split for s in srcs} == {"train", "val"}
+    for s in srcs[::97]:
+        audio = decode_audio(s.path)
+        assert len(audio) > 8000 and np.sqrt(np.mean(audio ** 2)) > 1e-3, s.key
+
+
+def test_translations_of_a_line_share_the_split_of_its_english_text():
+    root = fetch_package("fillets-ng-data")
+    pairs = D._dialogue_lines(root, "de")
+    assert len(pairs) > 100
+    english = {e for e, _ in D._dialogue_lines(root, "en")}
+    assert len({e for e, _ in pairs} & english) > 50  # the German lines pair with the English ones

@@ -73,3 +73,59 @@ def test_finetune_init_starts_from_given_weights(data_dir, tmp_path):
     ckpt = torch.load(out / "separator.pt", map_location="cpu", weights_only=True)
     assert ckpt["train"]["steps"] == 2
     assert torch.equal(ckpt["state_dict"]["feat_mean"], src_model.feat_mean)  # not re-estimated
+
+
+def _clicks_sampler(seed=0):
+    from stream.separator.data import Clip
+    from stream.separator.train import BatchSampler
+
+    rng = np.random.default_rng(seed)
+    t = np.arange(64000) / 16000
+    clips = []
+    for i in range(3):
+        music = (0.05 * np.sin(2 * np.pi * (220 + 30 * i) * t)).astype(np.float32)
+        ost = np.zeros(64000, np.float32)
+        ost[rng.choice(64000, 40, replace=False)] = 0.5  # sparse clicks: a room smears them
+        clips.append(Clip(f"train-{i}", "train", music + ost, music, ost, {}))
+    return BatchSampler(clips, seed=1)
+
+
+def test_ost_reverb_augmentation_changes_the_target_and_keeps_the_mixture_sum(monkeypatch):
+    from stream.separator import train as tr
+
+    monkeypatch.setattr(tr, "OST_SPEED_P", 0.0)
+    monkeypatch.setattr(tr, "OST_REVERB_P", 0.0)
+    mixture, music, ost = _clicks_sampler().batch(0, 8)
+    dry = (ost.abs() > 1e-7).float().mean().item()
+    assert torch.equal(mixture, music + ost) and dry < 0.3  # (the OST EQ, p=0.3, also smears)
+    monkeypatch.setattr(tr, "OST_REVERB_P", 1.0)
+    mixture, music, ost = _clicks_sampler().batch(0, 8)
+    assert torch.equal(mixture, music + ost)  # the reverberant OST is the target the mixture holds
+    assert (ost.abs() > 1e-7).float().mean().item() > 0.5  # clicks smeared into room tails
+
+
+def test_ost_speed_augmentation_moves_the_clicks(monkeypatch):
+    from stream.separator import train as tr
+
+    monkeypatch.setattr(tr, "OST_REVERB_P", 0.0)
+    monkeypatch.setattr(tr, "OST_SPEED_P", 0.0)
+    _, _, plain = _clicks_sampler().batch(3, 4)
+    monkeypatch.setattr(tr, "OST_SPEED_P", 1.0)
+    mixture, music, fast = _clicks_sampler().batch(3, 4)
+    assert torch.equal(mixture, music + fast)
+    assert not torch.equal((plain.abs() > 1e-7), (fast.abs() > 1e-7))
+
+
+def test_synthetic_rir_decays_60_db_in_rt60():
+    from stream.separator.train import synthetic_rir
+
+    rng = np.random.default_rng(5)
+    for rt60 in (0.15, 0.3):
+        h = synthetic_rir(rng, rt60).astype(np.float64)
+        assert h[0] == 1.0 and len(h) == int(rt60 * 16000)
+        tail = h[1:]
+        env = np.convolve(tail ** 2, np.ones(160) / 160, mode="valid")  # 10 ms energy envelope
+        tt = np.arange(len(env)) / 16000
+        sel = (tt > 0.01) & (tt < rt60 * 0.8)
+        slope = np.polyfit(tt[sel], 10 * np.log10(env[sel] + 1e-30), 1)[0]  # dB per second
+        assert abs(-60.0 / slope - rt60) < 0.25 * rt60

@@ -3,7 +3,9 @@
 Each batch item is a random 3 s crop. Half of the items are the data set's own pairs, the
 other half are *re-mixed* on the fly (dynamic mixing): the music stem of one training clip and
 the OST stem of another. Half of the music crops are also re-pitched (playback speed 0.85-1.15)
-and re-equalised (±6 dB), 30 % of the OST crops re-equalised (±4 dB); re-mixed items and half of
+and re-equalised (±6 dB); 30 % of the OST crops are re-pitched (speed 0.9-1.1), 30 % re-equalised
+(±4 dB) and 25 % reverberated (synthetic exponential-decay room response, RT60 0.1-0.5 s) — the
+OST *target* is the augmented one, so the mixture is always music + OST; re-mixed items and half of
 the others get a new music-to-OST level (-15..+10 dB) and loudness (-35..-15 dBFS). Validation clips are never seen by the optimiser; they are used to pick nothing but the
 Platt calibration of ``music.probability`` (fitted after training).
 
@@ -30,6 +32,10 @@ CROP = 3 * T.SAMPLE_RATE
 TAU = 1e-3
 PRESENCE_FLOOR_DB = -60.0  # music quieter than this (dBFS) is absent
 PRESENCE_REL_DB = -20.0  # ... or more than 20 dB below the mixture
+OST_SPEED_P = 0.3  # share of OST crops played 0.9-1.1x (pitch and tempo together)
+OST_SPEED_RANGE = (0.9, 1.1)
+OST_REVERB_P = 0.25  # share of OST crops convolved with a synthetic room response
+OST_RT60_RANGE = (0.1, 0.5)  # seconds
 
 
 @dataclass
@@ -83,8 +89,12 @@ class BatchSampler:
             if rng.random() < 0.5:  # augmentation: other keys/tempi and timbres of the music
                 m = _resample(self.music[i], rng.uniform(0.85, 1.15), si, CROP)
                 m = random_eq(m, rng, 6.0)
+            if rng.random() < OST_SPEED_P:  # other voices: speed/pitch of the OST 0.9-1.1
+                o = _resample(self.ost[j], rng.uniform(*OST_SPEED_RANGE), sj, CROP)
             if rng.random() < 0.3:
                 o = random_eq(o, rng, 4.0)
+            if rng.random() < OST_REVERB_P:  # other rooms: the OST target itself is reverberant
+                o = add_reverb(o, rng)
             if i != j or rng.random() < 0.5:
                 rm, ro = np.sqrt(np.mean(m ** 2)), np.sqrt(np.mean(o ** 2))
                 if rm > 1e-5 and ro > 1e-5:
@@ -97,6 +107,31 @@ class BatchSampler:
             music[b], ost[b] = m, o
         music_t, ost_t = torch.from_numpy(music), torch.from_numpy(ost)
         return music_t + ost_t, music_t, ost_t
+
+
+def synthetic_rir(rng: np.random.Generator, rt60: float, sample_rate: int = T.SAMPLE_RATE) -> np.ndarray:
+    """A room impulse response: a unit direct path, then exponentially decaying Gaussian noise
+    (-60 dB after ``rt60`` seconds) starting after a 1-5 ms pre-delay, with a random
+    direct-to-reverberant ratio of 0..+12 dB. Length ``min(rt60, 0.6)`` s."""
+    n = max(2, int(min(rt60, 0.6) * sample_rate))
+    t = np.arange(n) / sample_rate
+    tail = rng.standard_normal(n) * np.exp(-6.9078 * t / rt60)
+    tail[: int(rng.uniform(0.001, 0.005) * sample_rate)] = 0.0
+    drr_db = rng.uniform(0.0, 12.0)
+    tail *= 10 ** (-drr_db / 20) / (np.sqrt(np.sum(tail ** 2)) + 1e-12)
+    tail[0] = 1.0
+    return tail.astype(np.float32)
+
+
+def add_reverb(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """``x`` convolved with a :func:`synthetic_rir` (RT60 uniform in ``OST_RT60_RANGE``), cut to
+    ``len(x)`` (causal: the tail runs past the end) and scaled back to ``x``'s RMS."""
+    h = synthetic_rir(rng, rng.uniform(*OST_RT60_RANGE))
+    n = len(x) + len(h) - 1
+    nfft = 1 << (n - 1).bit_length()
+    y = np.fft.irfft(np.fft.rfft(x, nfft) * np.fft.rfft(h, nfft), nfft)[: len(x)]
+    rx, ry = np.sqrt(np.mean(x.astype(np.float64) ** 2)), np.sqrt(np.mean(y ** 2))
+    return (y * (rx / ry) if ry > 1e-12 else y).astype(np.float32)
 
 
 def _resample(x: np.ndarray, factor: float, start: int, n: int) -> np.ndarray:
