@@ -19,6 +19,8 @@ _MEAN_BGR = np.array([104.0, 117.0, 127.0], dtype=np.float32)
 _STRIDES = (8, 16, 32)
 _SIZES = ((16, 32), (64, 128), (256, 512))
 _VAR_C, _VAR_S = 0.1, 0.2
+ROI_SIZE = 96  # tracking: side of the region around the last face, in network pixels
+ROI_GROW = 2.0  # region side / the last face's box side
 
 
 def _weights() -> bytes:
@@ -96,6 +98,26 @@ class FaceDetector:
             ys = (np.arange(nh) / scale).astype(int).clip(0, h - 1)
             xs = (np.arange(nw) / scale).astype(int).clip(0, w - 1)
             img = rgb[ys][:, xs]
+        return self._faces(img, (w, h), (0.0, 0.0), (w, h))
+
+    def detect_near(self, rgb: np.ndarray, previous: FaceObservation, size: int = ROI_SIZE,
+                    grow: float = ROI_GROW) -> FaceObservation | None:
+        """Tracking step: the largest face in a square region ``grow`` times the previous face's
+        box, centred on it, sampled to ``size`` x ``size`` pixels (borders replicated), or None
+        when the face is no longer there. About half the cost of ``detect`` on a 640x360 frame."""
+        h, w = rgb.shape[:2]
+        bx, by, bw, bh = previous.box
+        side = max(bw, bh, 8.0) * grow
+        x0, y0 = bx + bw / 2 - side / 2, by + bh / 2 - side / 2
+        grid = (np.arange(size) + 0.5) * (side / size)
+        xs = np.floor(x0 + grid).astype(int).clip(0, w - 1)
+        ys = np.floor(y0 + grid).astype(int).clip(0, h - 1)
+        faces = self._faces(rgb[ys][:, xs], (side, side), (x0, y0), (w, h))
+        return faces[0] if faces else None
+
+    def _faces(self, img: np.ndarray, span: tuple[float, float], origin: tuple[float, float],
+               frame_size: tuple[int, int]) -> list[FaceObservation]:
+        """The network on ``img``; boxes mapped back to frame pixels: ``origin + normalised * span``."""
         ih, iw = img.shape[:2]
         x = (img[..., ::-1].astype(np.float32) - _MEAN_BGR).transpose(2, 0, 1)[None]
         boxes, scores, pts = _session().run(None, {"input": np.ascontiguousarray(x)})
@@ -110,15 +132,15 @@ class FaceDetector:
         xyxy = np.hstack([cxcy - wh / 2, cxcy + wh / 2])
         lms = a[:, None, :2] + a[:, None, 2:] * p.reshape(-1, 5, 2) * _VAR_C
         keep = _nms(xyxy, conf[sel], self.nms_threshold)
-        sx, sy = w, h  # normalised -> original pixels
+        (sx, sy), (ox, oy) = span, origin  # normalised -> frame pixels
         faces = []
         for i in keep:
-            x1, y1, x2, y2 = xyxy[i] * [sx, sy, sx, sy]
+            x1, y1, x2, y2 = xyxy[i] * [sx, sy, sx, sy] + [ox, oy, ox, oy]
             faces.append(FaceObservation(
                 score=float(conf[sel][i]),
                 box=(float(x1), float(y1), float(x2 - x1), float(y2 - y1)),
-                landmarks=[(float(px * sx), float(py * sy)) for px, py in lms[i]],
-                frame_size=(w, h),
+                landmarks=[(float(px * sx + ox), float(py * sy + oy)) for px, py in lms[i]],
+                frame_size=frame_size,
             ))
         faces.sort(key=lambda f: -f.box[2] * f.box[3])
         return faces

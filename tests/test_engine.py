@@ -153,3 +153,50 @@ def test_video_far_ahead_of_audio_is_refused():
     session = Session(BASE)
     with pytest.raises(MediaError, match="ahead"):
         session.feed(Chunk("video", encode_jpeg(np.zeros((64, 64, 3), np.uint8)), 60.0))
+
+
+def _iou(a, b) -> float:
+    ax, ay, aw, ah = a.box
+    bx, by, bw, bh = b.box
+    ix = max(0.0, min(ax + aw, bx + bw) - max(ax, bx))
+    iy = max(0.0, min(ay + ah, by + bh) - max(ay, by))
+    return ix * iy / (aw * ah + bw * bh - ix * iy)
+
+
+def test_tracking_finds_the_same_face_in_the_region_and_nothing_where_it_is_gone():
+    from stream.face import FaceDetector
+
+    det = FaceDetector()
+    frames = [c for c in iter_chunks(pyfeat_file("single_face.mp4")) if c.kind == "video"]
+    from stream.media import decode_image
+
+    rgbs = [decode_image(c.payload, 1920, 1080) for c in frames]
+    full = [det.detect(f) for f in rgbs]
+    assert all(f is not None for f in full)
+    prev = full[0]
+    for rgb, ref in zip(rgbs[1:], full[1:]):
+        near = det.detect_near(rgb, prev)
+        assert near is not None and _iou(near, ref) > 0.75
+        assert near.frame_size == ref.frame_size
+        prev = near
+    empty = [decode_image(c.payload, 1920, 1080) for c in iter_chunks(pyfeat_file("no_face.mp4")) if c.kind == "video"]
+    assert det.detect_near(empty[0], full[0]) is None
+
+
+def test_base_stage_tracks_between_whole_frame_looks_once_a_second(monkeypatch):
+    from stream.engine import BaseStage
+
+    BaseStage()  # the shared detector exists
+    det = BaseStage._detector
+    calls = []
+    real_detect, real_near = det.detect, det.detect_near
+    monkeypatch.setattr(det, "detect", lambda rgb: calls.append("full") or real_detect(rgb))
+    monkeypatch.setattr(det, "detect_near", lambda rgb, prev: calls.append("near") or real_near(rgb, prev))
+    events = run(iter_chunks(pyfeat_file("single_face.mp4")))
+    assert sum(e["face"]["present"] is True for e in events) >= 0.9 * len(events)
+    # 2.4 s at 5 Hz: 12-13 looks; the whole frame at 0, 1 and 2 s, the region around the face between
+    assert 11 <= len(calls) <= 13
+    assert calls.count("full") == 3 and calls[0] == "full"
+    calls.clear()
+    run(iter_chunks(pyfeat_file("no_face.mp4")))
+    assert calls and set(calls) == {"full"}  # nothing to follow: every look is at the whole frame

@@ -26,6 +26,16 @@ def test_yin_calls_noise_unvoiced() -> None:
     assert F.yin_f0(rng.normal(0, 0.1, 800).astype(np.float32)) is None
 
 
+def test_yin_on_several_frames_at_once_gives_each_frame_its_own_answer() -> None:
+    rng = np.random.default_rng(1)
+    rows = np.stack([_tone(110.0, 800), rng.normal(0, 0.1, 800).astype(np.float32), np.zeros(800, np.float32),
+                     _tone(300.0, 800)])
+    together = F.yin_f0_frames(rows)
+    assert together == [F.yin_f0(r) for r in rows]  # batching does not change a frame's value
+    assert together[0] == pytest.approx(110.0, rel=0.01) and together[1] is None and together[2] is None
+    assert together[3] == pytest.approx(300.0, rel=0.01)
+
+
 def test_log_mel_of_a_tone_peaks_in_the_band_of_its_frequency() -> None:
     fb = F.mel_filterbank()
     assert fb.shape == (F.N_MEL, F.N_FFT // 2 + 1) and float(fb.min()) >= 0

@@ -10,6 +10,7 @@ output samples ``[(k-1)*HOP, k*HOP)`` are final once frame ``k`` is done: the al
 from __future__ import annotations
 
 import math
+from functools import lru_cache
 
 import torch
 
@@ -20,8 +21,9 @@ N_BINS = N_FFT // 2 + 1
 PAD = N_FFT - HOP  # left context of the first frame
 
 
+@lru_cache(maxsize=4)
 def window(dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """sqrt-Hann, periodic; shape ``(N_FFT,)``."""
+    """sqrt-Hann, periodic; shape ``(N_FFT,)`` (one shared tensor per dtype: never modify it)."""
     return torch.hann_window(N_FFT, periodic=True, dtype=dtype).sqrt()
 
 

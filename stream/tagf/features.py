@@ -92,38 +92,50 @@ def yin_f0(frame: np.ndarray, sr: int = SAMPLE_RATE, fmin: float = 70.0, fmax: f
            threshold: float = 0.2) -> float | None:
     """YIN (de Cheveigné & Kawahara 2002) on one frame: cumulative-mean-normalised difference, first
     dip under ``threshold``, parabolic refinement. → f0 in Hz, or None when unvoiced."""
+    return yin_f0_frames(np.asarray(frame)[None], sr, fmin, fmax, threshold)[0]
+
+
+def yin_f0_frames(frames: np.ndarray, sr: int = SAMPLE_RATE, fmin: float = 70.0, fmax: float = 400.0,
+                  threshold: float = 0.2) -> list[float | None]:
+    """:func:`yin_f0` of each row of ``frames`` (n, L); the FFTs of all rows in one call."""
     tmax = int(sr / fmin)
     tmin = int(sr / fmax)
-    n = frame.size - tmax
-    if n <= 0 or float(np.dot(frame, frame)) < 1e-6:
-        return None
-    x = frame.astype(np.float64)
+    length = frames.shape[1]
+    n = length - tmax
+    out: list[float | None] = [None] * frames.shape[0]
+    if n <= 0:
+        return out
+    x = frames.astype(np.float64)
     # difference function via FFT autocorrelation
-    size = 1 << int(math.ceil(math.log2(frame.size + tmax)))
-    fx = np.fft.rfft(x, size)
-    fw = np.fft.rfft(x[:n][::-1], size)
-    corr = np.fft.irfft(fx * fw, size)[n - 1:n - 1 + tmax + 1]
-    energy = np.concatenate([[0.0], np.cumsum(x * x)])
-    e0 = energy[n]
-    e_tau = energy[np.arange(tmax + 1) + n] - energy[np.arange(tmax + 1)]
-    d = e0 + e_tau - 2.0 * corr
-    d[0] = 0.0
+    size = 1 << int(math.ceil(math.log2(length + tmax)))
+    fx = np.fft.rfft(x, size, axis=-1)
+    fw = np.fft.rfft(x[:, :n][:, ::-1], size, axis=-1)
+    corr = np.fft.irfft(fx * fw, size, axis=-1)[:, n - 1:n - 1 + tmax + 1]
+    energy = np.concatenate([np.zeros((x.shape[0], 1)), np.cumsum(x * x, axis=-1)], axis=-1)
+    lags = np.arange(tmax + 1)
+    d = energy[:, n:n + 1] + (energy[:, lags + n] - energy[:, lags]) - 2.0 * corr
+    d[:, 0] = 0.0
     cmnd = np.ones_like(d)
-    cs = np.cumsum(d[1:])
-    cmnd[1:] = d[1:] * np.arange(1, tmax + 1) / np.maximum(cs, 1e-12)
-    below = np.where(cmnd[tmin:] < threshold)[0]
-    if below.size == 0:
-        return None
-    tau = tmin + int(below[0])
-    while tau + 1 <= tmax and cmnd[tau + 1] < cmnd[tau]:
-        tau += 1
-    if 1 <= tau < tmax:
-        a, b, c = cmnd[tau - 1], cmnd[tau], cmnd[tau + 1]
-        den = a - 2 * b + c
-        shift = 0.5 * (a - c) / den if abs(den) > 1e-12 else 0.0
-    else:
-        shift = 0.0
-    return float(sr / (tau + shift))
+    cs = np.cumsum(d[:, 1:], axis=-1)
+    cmnd[:, 1:] = d[:, 1:] * np.arange(1, tmax + 1) / np.maximum(cs, 1e-12)
+    for r in range(x.shape[0]):
+        if float(np.dot(frames[r], frames[r])) < 1e-6:
+            continue
+        c = cmnd[r]
+        below = np.where(c[tmin:] < threshold)[0]
+        if below.size == 0:
+            continue
+        tau = tmin + int(below[0])
+        while tau + 1 <= tmax and c[tau + 1] < c[tau]:
+            tau += 1
+        if 1 <= tau < tmax:
+            a, b, cc = c[tau - 1], c[tau], c[tau + 1]
+            den = a - 2 * b + cc
+            shift = 0.5 * (a - cc) / den if abs(den) > 1e-12 else 0.0
+        else:
+            shift = 0.0
+        out[r] = float(sr / (tau + shift))
+    return out
 
 
 class AudioFrontEnd:
@@ -162,12 +174,9 @@ class AudioFrontEnd:
         x[2] = (max(float(loud), -100.0) - LOUD_REF_DB) / LOUD_SCALE_DB
         buf = np.concatenate([self.tail, audio])
         self.tail = buf[-(self.PITCH_FRAME - self.PITCH_HOP):].copy()
-        f0s = []
-        for start in range(0, buf.size - self.PITCH_FRAME + 1, self.PITCH_HOP):
-            f = yin_f0(buf[start:start + self.PITCH_FRAME])
-            if f is not None:
-                f0s.append(f)
         n_frames = (buf.size - self.PITCH_FRAME) // self.PITCH_HOP + 1
+        frames = np.lib.stride_tricks.sliding_window_view(buf, self.PITCH_FRAME)[::self.PITCH_HOP][:n_frames]
+        f0s = [f for f in yin_f0_frames(frames) if f is not None]
         x[3] = len(f0s) / n_frames
         st = [12.0 * math.log2(f / F0_REF_HZ) for f in f0s]
         self.f0_history.append(st)
