@@ -15,17 +15,10 @@ from stream.pipeline import Tick
 TICK_PCM = (0.1 * np.sin(2 * np.pi * 440 * np.arange(1600) / 16000) * 32767).astype("<i2").tobytes()
 
 
-class ExplodingStage:
-    """Raises on one particular (constant) tick, the way a bug would."""
+class _StatelessStage:
+    """A pipeline stage with no lag and no state; subclasses define ``push``."""
 
-    name = "exploding"
     lag_ticks = 0
-
-    def push(self, tick: Tick) -> list[Tick]:
-        if tick.audio is not None and np.allclose(tick.audio, 0.25):  # the poisoned frame
-            raise ZeroDivisionError("a bug")
-        tick.fields["checked"] = True
-        return [tick]
 
     def flush(self) -> list[Tick]:
         return []
@@ -35,6 +28,18 @@ class ExplodingStage:
 
     def load_state_dict(self, state: dict) -> None:
         pass
+
+
+class ExplodingStage(_StatelessStage):
+    """Raises on one particular (constant) tick, the way a bug would."""
+
+    name = "exploding"
+
+    def push(self, tick: Tick) -> list[Tick]:
+        if tick.audio is not None and np.allclose(tick.audio, 0.25):  # the poisoned frame
+            raise ZeroDivisionError("a bug")
+        tick.fields["checked"] = True
+        return [tick]
 
 
 @pytest.fixture
@@ -67,24 +72,14 @@ async def test_a_failing_frame_gets_an_internal_error_and_the_session_goes_on(cl
     await ws.close()
 
 
-class ChattyStage:
+class ChattyStage(_StatelessStage):
     """Makes every overlay event ~50 kB, so a client that stops reading backs the server up fast."""
 
     name = "chatty"
-    lag_ticks = 0
 
     def push(self, tick: Tick) -> list[Tick]:
         tick.fields["blob"] = "x" * 50_000
         return [tick]
-
-    def flush(self) -> list[Tick]:
-        return []
-
-    def state_dict(self) -> dict:
-        return {}
-
-    def load_state_dict(self, state: dict) -> None:
-        pass
 
 
 @pytest.fixture
