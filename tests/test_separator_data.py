@@ -155,3 +155,13 @@ def test_translations_of_a_line_share_the_split_of_its_english_text():
     assert len(pairs) > 100
     english = {e for e, _ in D._dialogue_lines(root, "en")}
     assert len({e for e, _ in pairs} & english) > 50  # the German lines pair with the English ones
+
+
+def test_recipe_v2_builds_without_the_v3_sources(tmp_path):
+    index = build_mixtures(tmp_path / "v2", hours=0.01, seed=1, table=TINY, tts=False, recipe="v2")
+    keys = index["sources"]["train"] + index["sources"]["val"]
+    assert index["recipe"] == "v2" and not any(k.startswith(("openttd-openmsx/", "espeak/")) for k in keys)
+    index = build_mixtures(tmp_path / "v3", hours=0.01, seed=1, table=TINY, tts=False, recipe="v3")
+    assert any(k.startswith("openttd-openmsx/") for k in index["sources"]["train"])
+    with pytest.raises(DataError, match="unknown recipe"):
+        build_mixtures(tmp_path / "x", hours=0.01, table=TINY, tts=False, recipe="v9")

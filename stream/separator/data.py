@@ -92,6 +92,15 @@ RUNTIME_LIBS = (  # shared libraries fluidsynth/espeak-ng need that a bare syste
 )
 
 
+# Builder recipes: "v3" (default) adds the MIDI renders and espeak-ng speech and draws the OST
+# as speech 0.5 / TTS 0.3 / effects 0.2; "v2" is the builder that made the v1/v2 training and
+# validation sets (flite is the only TTS, no MIDI, 0.6 / 0.2 / 0.2): it rebuilds those bit for bit.
+RECIPES: dict[str, dict] = {
+    "v3": {"midi": True, "espeak": True, "ost_weights": {"speech": 0.5, "tts": 0.3, "effect": 0.2}},
+    "v2": {"midi": False, "espeak": False, "ost_weights": {"speech": 0.6, "tts": 0.2, "effect": 0.2}},
+}
+
+
 class DataError(RuntimeError):
     """A user-facing failure while building data (bad arguments, apt failure)."""
 
@@ -174,7 +183,8 @@ def split_of(key: str) -> str:
     return "val" if bucket == 0 else "train"
 
 
-def discover_sources(test: bool = False, table: dict | None = None, tts: bool = True, midi: bool = True) -> list[Source]:
+def discover_sources(test: bool = False, table: dict | None = None, tts: bool = True, midi: bool = True,
+                     espeak: bool = True) -> list[Source]:
     """Every source file of the train/val packages (or, with ``test``, the reserved ones).
 
     ``table`` overrides the package table (kind -> package -> globs), e.g. for a tiny build."""
@@ -201,7 +211,8 @@ def discover_sources(test: bool = False, table: dict | None = None, tts: bool = 
                 sources.append(Source(key, kind, path, "test" if test else split_of(key)))
     if tts and not test:
         sources += _tts_sources()
-        sources += _espeak_sources()
+        if espeak:
+            sources += _espeak_sources()
     if midi and not test:
         sources += _midi_sources()
     return sources
@@ -379,7 +390,8 @@ def random_eq(x: np.ndarray, rng: np.random.Generator, max_db: float) -> np.ndar
 class _Pool:
     """Decoded sources of one split, loaded lazily and kept in memory."""
 
-    def __init__(self, sources: list[Source]) -> None:
+    def __init__(self, sources: list[Source], ost_weights: dict[str, float] | None = None) -> None:
+        self.ost_weights = ost_weights or RECIPES["v3"]["ost_weights"]
         self.by_kind: dict[str, list[Source]] = {}
         for s in sources:
             self.by_kind.setdefault(s.kind, []).append(s)
@@ -411,7 +423,7 @@ def _ost_track(pool: _Pool, rng: np.random.Generator, n: int) -> tuple[np.ndarra
     used: list[str] = []
     t = int(rng.uniform(0.0, 0.8) * SAMPLE_RATE)
     kinds = [k for k in ("speech", "tts", "effect") if pool.by_kind.get(k)]
-    weights = np.array([{"speech": 0.5, "tts": 0.3, "effect": 0.2}[k] for k in kinds])
+    weights = np.array([pool.ost_weights[k] for k in kinds])
     while t < n - SAMPLE_RATE // 4:
         kind = kinds[rng.choice(len(kinds), p=weights / weights.sum())]
         items = pool.by_kind[kind]
@@ -469,6 +481,7 @@ def build_mixtures(
     table: dict | None = None,
     tts: bool = True,
     midi: bool = True,
+    recipe: str = "v3",
 ) -> dict:
     """Write ``round(hours * 900)`` 4-second clips to ``out``; returns the index dict.
 
@@ -478,9 +491,12 @@ def build_mixtures(
     if hours <= 0:
         raise DataError("--hours must be positive")
     out = Path(out)
-    sources = discover_sources(test=test, table=table, tts=tts, midi=midi)
+    if recipe not in RECIPES:
+        raise DataError(f"unknown recipe {recipe!r}; choose from {', '.join(RECIPES)}")
+    r = RECIPES[recipe]
+    sources = discover_sources(test=test, table=table, tts=tts, midi=midi and r["midi"], espeak=r["espeak"])
     splits = ("test",) if test else ("train", "val")
-    pools = {sp: _Pool([s for s in sources if s.split == sp]) for sp in splits}
+    pools = {sp: _Pool([s for s in sources if s.split == sp], r["ost_weights"]) for sp in splits}
     for sp, pool in pools.items():
         if not pool.by_kind.get("music") or not (pool.by_kind.get("speech") or pool.by_kind.get("tts")):
             raise DataError(f"split {sp!r} has no music or no speech sources")
@@ -502,6 +518,7 @@ def build_mixtures(
     index = {
         "seed": seed,
         "hours": hours,
+        "recipe": recipe,
         "test": test,
         "clips": counts,
         "sources": {sp: sorted(s.key for s in sources if s.split == sp) for sp in splits},
