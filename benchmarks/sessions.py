@@ -94,8 +94,9 @@ async def run_clients(urls: list[str], chunks: list[Chunk], n: int, stagger_s: f
         await asyncio.sleep(i * stagger_s)
         client = _TimedClient(urls[i % len(urls)], realtime=True)  # sessions spread over the replicas
         stats = await client.run(chunks)
-        n_audio = sum(c.kind == "audio" for c in chunks)
-        results.append({"latencies": client.latencies, "events": stats.events, "audio_chunks": n_audio,
+        # one event per 100 ms tick of audio (the last partial tick is padded at the end)
+        ticks = -(-sum(len(c.payload) // 2 for c in chunks if c.kind == "audio") // 1600)
+        results.append({"latencies": client.latencies, "events": stats.events, "audio_ticks": ticks,
                         "reconnects": stats.reconnects, "errors": len(stats.errors), "session": client.session_id})
 
     await asyncio.gather(*(one(i) for i in range(n)))
@@ -202,7 +203,7 @@ def main() -> int:
             server.wait(10)
 
     lat = np.array([x for r in results for x in r["latencies"]])
-    expected = sum(r["audio_chunks"] for r in results)
+    expected = sum(r["audio_ticks"] for r in results)
     got = sum(r["events"] for r in results)
     media_s = args.seconds
     row = {

@@ -198,8 +198,11 @@ def test_base_stage_tracks_between_whole_frame_looks_once_a_second(monkeypatch):
     assert 11 <= len(calls) <= 13
     assert calls.count("full") == 3 and calls[0] == "full"
     calls.clear()
-    run(iter_chunks(pyfeat_file("no_face.mp4")))
+    chunks = list(iter_chunks(pyfeat_file("no_face.mp4")))
+    run(chunks)
     assert calls and set(calls) == {"full"}  # nothing to follow: every look is at the whole frame
+    seconds = max(c.t for c in chunks if c.kind == "video")
+    assert seconds / 0.5 <= len(calls) <= seconds / 0.4 + 1  # and only every 0.4 s (frames are 0.1 s apart)
 
 
 def test_a_looped_clip_is_one_continuous_stream_of_its_length(face_chunks):
