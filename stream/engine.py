@@ -16,7 +16,7 @@ import numpy as np
 
 from stream.audio import LOUDNESS_ID, SpeechDetector, rms_dbfs
 from stream.face import FaceDetector
-from stream.media import ContainerDecoder, MediaError, Resampler, decode_image, pcm_to_float
+from stream.media import ContainerDecoder, MediaError, Picture, Resampler, as_rgb, decode_picture, pcm_to_float
 from stream.pipeline import SAMPLE_RATE, TICK_SAMPLES, TICK_SECONDS, Stage, Tick
 
 STATE_VERSION = 1
@@ -140,7 +140,7 @@ class BaseStage:
         if tick.frame is not None:
             interval = self.FACE_INTERVAL_S if self._face is not None else self.NO_FACE_INTERVAL_S
             if self._face_t is None or tick.frame_t - self._face_t >= interval - 1e-6:
-                self._face = self._track_face(tick.frame, tick.frame_t)
+                self._face = self._track_face(as_rgb(tick.frame), tick.frame_t)
                 self._face_t = tick.frame_t
             tick.face = self._face
             tick.fields["face"] = {"present": tick.face is not None,
@@ -228,7 +228,7 @@ class Session:
         self.container = ContainerDecoder() if self.config.container else None
         self._audio = np.zeros(0, dtype=np.float32)  # 16 kHz samples not yet in a tick
         self._next_tick = 0
-        self._frames: dict[int, tuple[float, bytes | None, np.ndarray]] = {}  # tick -> latest frame
+        self._frames: dict[int, tuple[float, bytes | None, np.ndarray | Picture]] = {}  # tick -> latest frame
         self.video_seen = False
         self.dropped_video_frames = 0
         self.chunks = 0
@@ -254,8 +254,8 @@ class Session:
         elif chunk.kind == "video":
             if not self.config.video:
                 raise MediaError("this session announced no video")
-            rgb = decode_image(chunk.payload, self.config.max_video_width, self.config.max_video_height)
-            ticks = self._add_frame(chunk.t, chunk.payload, rgb)
+            picture = decode_picture(chunk.payload, self.config.max_video_width, self.config.max_video_height)
+            ticks = self._add_frame(chunk.t, chunk.payload, picture)
         elif chunk.kind == "container":
             if self.container is None:
                 raise MediaError("this session announced no container stream")
@@ -295,7 +295,7 @@ class Session:
         self._audio = self._audio[n * TICK_SAMPLES:].copy()
         return ticks
 
-    def _add_frame(self, t: float, payload: bytes | None, rgb: np.ndarray) -> list[Tick]:
+    def _add_frame(self, t: float, payload: bytes | None, rgb: "np.ndarray | Picture") -> list[Tick]:
         self.video_seen = True
         self.video_frames += 1
         index = max(int(np.floor(t / TICK_SECONDS + 1e-9)), self._next_tick)  # late frames join the open tick
@@ -380,7 +380,7 @@ class Session:
         self._frames = {}
         for i, (t, payload, rgb) in s["frames"].items():
             if payload is not None:
-                rgb = decode_image(payload, self.config.max_video_width, self.config.max_video_height)
+                rgb = decode_picture(payload, self.config.max_video_width, self.config.max_video_height)
             self._frames[i] = (t, payload, rgb)
         self.video_seen = s["video_seen"]
         self.dropped_video_frames, self.chunks, self.audio_seconds, self.video_frames = s["counters"]

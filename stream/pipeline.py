@@ -37,7 +37,9 @@ class Tick:
 
     index: int
     audio: np.ndarray | None  # float32 (TICK_SAMPLES,) at 16 kHz mono, or None for video-only media
-    frame: np.ndarray | None = None  # last video frame decoded in this tick, RGB uint8 (H, W, 3)
+    # last video frame decoded in this tick: RGB uint8 (H, W, 3), or a stream.media.Picture that
+    # makes those pixels on first use (read it with stream.media.as_rgb)
+    frame: Any = None
     frame_t: float | None = None  # its media time, seconds
     face: FaceObservation | None = None  # None: no face in `frame` (or no frame)
     video_seen: bool = False  # True once any video frame reached the session

@@ -218,3 +218,16 @@ def test_a_looped_clip_is_one_continuous_stream_of_its_length(face_chunks):
     clip_s = sum(len(c.payload) // 2 for c in face_chunks if c.kind == "audio") / 16000
     assert any(abs(t - clip_s) < 1e-6 for t in times)
     assert len(run(chunks)) == pytest.approx(samples / 1600, abs=1)  # an event per 100 ms of the whole stream
+
+
+def test_frames_the_detector_does_not_look_at_are_never_converted_to_rgb(monkeypatch):
+    import stream.media as media
+
+    chunks = list(iter_chunks(pyfeat_file("no_face.mp4")))
+    conversions = []
+    real = media.frame_to_rgb
+    monkeypatch.setattr(media, "frame_to_rgb", lambda *a: conversions.append(1) or real(*a))
+    events = run(chunks)
+    frames = sum(c.kind == "video" for c in chunks)
+    assert all(e["face"]["present"] is False for e in events)
+    assert 0 < len(conversions) <= frames / 3  # only the whole-frame looks (every 0.4 s) need pixels

@@ -7,7 +7,7 @@ import av
 import numpy as np
 import pytest
 
-from stream.media import ContainerDecoder, MediaError, Resampler, decode_image, encode_jpeg, pcm_to_float
+from stream.media import ContainerDecoder, MediaError, Resampler, decode_image, decode_picture, encode_jpeg, pcm_to_float
 
 
 def _chunked(resampler: Resampler, x: np.ndarray, sizes) -> np.ndarray:
@@ -89,6 +89,21 @@ def test_jpeg_and_webp_decode_and_scale_to_360_short_side():
 def test_corrupted_images_raise_media_error(payload):
     with pytest.raises(MediaError):
         decode_image(payload, 1920, 1080)
+
+
+def test_a_picture_keeps_its_own_pixels_until_converted_and_pickles_as_rgb():
+    import pickle
+
+    red = encode_jpeg(np.full((180, 320, 3), (200, 30, 30), np.uint8))
+    blue = encode_jpeg(np.full((180, 320, 3), (30, 30, 200), np.uint8))
+    first = decode_picture(red, 1920, 1080)
+    second = decode_picture(blue, 1920, 1080)  # the same decoder, reused before `first` is converted
+    assert np.array_equal(first.rgb(), decode_image(red, 1920, 1080))
+    assert np.array_equal(second.rgb(), decode_image(blue, 1920, 1080))
+    assert first.rgb()[..., 0].mean() > 150 and second.rgb()[..., 2].mean() > 150
+    assert np.array_equal(pickle.loads(pickle.dumps(second)).rgb(), second.rgb())
+    with pytest.raises(MediaError):  # decoding (and refusing) happens at once, not on first use
+        decode_picture(red[: len(red) // 3], 1920, 1080)
 
 
 def test_images_over_the_resolution_limit_are_refused():

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from stream.media import as_rgb
 from stream.pipeline import FaceObservation, Tick
 
 EXPRESSION_CLASSES = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
@@ -159,7 +160,7 @@ class ExpressionStage:
     def push(self, tick: Tick) -> list[Tick]:
         if tick.frame is not None:
             if tick.face is not None:
-                p = classify_expression(tick.frame, tick.face)
+                p = classify_expression(as_rgb(tick.frame), tick.face)
                 self.frames_classified += 1
                 self.last = {
                     "label": EXPRESSION_CLASSES[int(np.argmax(p))],
