@@ -69,7 +69,7 @@ RESERVED_SOURCES: dict[str, dict[str, tuple[str, ...]]] = {
 RESERVED_PACKAGES = frozenset(p for kinds in RESERVED_SOURCES.values() for p in kinds)
 TTS_PACKAGES = ("flite", "libflite1")
 TTS_VOICES = ("awb", "rms", "slt", "kal16")
-TTS_TEXT = ("fillets-ng-data", "usr/share/games/fillets-ng/script/*/dialogs_en.lua")
+TTS_TEXT = ("fillets-ng-data", "usr/share/games/fillets-ng/script/*/dialogs_{lang}.lua")  # package, glob per language
 TTS_MAX_SENTENCES = 400
 # MIDI music: openttd-openmsx's MIDI files rendered with fluidsynth (run from the unpacked package)
 # and the FluidR3 General MIDI sound font. The library packages are the ones the binary needs
@@ -270,7 +270,7 @@ def _midi_sources() -> list[Source]:
 def _dialogue_lines(text_root: Path, lang: str) -> list[tuple[str, str]]:
     """``(english, line in lang)`` pairs of fillets-ng's dialogue scripts."""
     pairs: list[tuple[str, str]] = []
-    for lua in sorted(text_root.glob(f"usr/share/games/fillets-ng/script/*/dialogs_{lang}.lua")):
+    for lua in sorted(text_root.glob(TTS_TEXT[1].format(lang=lang))):
         text = lua.read_text(errors="ignore")
         if lang == "en":
             pairs += [(m.group(1), m.group(1)) for m in re.finditer(r'dialogId\("[^"]*",\s*"[^"]*",\s*"([^"]{12,200})"\)', text)]
@@ -341,23 +341,17 @@ def _espeak_sources() -> list[Source]:
 def _tts_sources() -> list[Source]:
     """Intelligible TTS speech: flite voices reading the English dialogue of fillets-ng."""
     try:
-        roots = [fetch_package(p) for p in TTS_PACKAGES]
+        binary = fetch_package(TTS_PACKAGES[0]) / "usr/bin/flite"
+        env = _run_env(TTS_PACKAGES[1:])
         text_root = fetch_package(TTS_TEXT[0])
     except DataError:
         return []  # TTS is an extra; real speech is the core
-    binary = roots[0] / "usr/bin/flite"
-    libdir = roots[1] / "usr/lib/x86_64-linux-gnu"
-    sentences: list[str] = []
-    for lua in sorted(text_root.glob(TTS_TEXT[1])):
-        for m in re.finditer(r'dialogId\("[^"]*",\s*"[^"]*",\s*"([^"]{12,200})"\)', lua.read_text(errors="ignore")):
-            sentences.append(m.group(1))
-    sentences = sorted(set(sentences))
+    sentences = [english for english, _ in _dialogue_lines(text_root, "en")]
     rng = np.random.default_rng(7)
     if len(sentences) > TTS_MAX_SENTENCES:
         sentences = [sentences[i] for i in sorted(rng.choice(len(sentences), TTS_MAX_SENTENCES, replace=False))]
     out_dir = cache_dir() / "tts"
     out_dir.mkdir(parents=True, exist_ok=True)
-    env = dict(os.environ, LD_LIBRARY_PATH=f"{libdir}:{os.environ.get('LD_LIBRARY_PATH', '')}")
     sources = []
     for i, text in enumerate(sentences):
         voice = TTS_VOICES[i % len(TTS_VOICES)]
