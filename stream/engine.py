@@ -17,7 +17,7 @@ import numpy as np
 from stream.audio import LOUDNESS_ID, SpeechDetector, rms_dbfs
 from stream.face import FaceDetector
 from stream.media import ContainerDecoder, MediaError, Picture, Resampler, as_rgb, decode_picture, pcm_to_float
-from stream.pipeline import SAMPLE_RATE, TICK_SAMPLES, TICK_SECONDS, Stage, Tick
+from stream.pipeline import SAMPLE_RATE, TICK_SAMPLES, TICK_SECONDS, FaceObservation, Stage, Tick
 
 STATE_VERSION = 1
 ChunkKind = Literal["audio", "video", "container"]
@@ -150,7 +150,7 @@ class BaseStage:
             tick.fields["face"] = {"present": None, "score": None}  # no frame in this tick
         return [tick]
 
-    def _track_face(self, frame: np.ndarray, t: float):
+    def _track_face(self, frame: np.ndarray, t: float) -> FaceObservation | None:
         face = None
         if self._face is not None and self._full_t is not None and t - self._full_t < self.FULL_INTERVAL_S - 1e-6:
             face = self._detector.detect_near(frame, self._face)
@@ -295,13 +295,13 @@ class Session:
         self._audio = self._audio[n * TICK_SAMPLES:].copy()
         return ticks
 
-    def _add_frame(self, t: float, payload: bytes | None, rgb: "np.ndarray | Picture") -> list[Tick]:
+    def _add_frame(self, t: float, payload: bytes | None, image: "np.ndarray | Picture") -> list[Tick]:
         self.video_seen = True
         self.video_frames += 1
         index = max(int(np.floor(t / TICK_SECONDS + 1e-9)), self._next_tick)  # late frames join the open tick
         if self.config.has_audio and index > self._next_tick + self.MAX_VIDEO_LEAD_TICKS:
             raise MediaError(f"video frame at {t:.2f} s is more than {self.MAX_VIDEO_LEAD_TICKS * TICK_SECONDS:.0f} s ahead of the audio")
-        self._frames[index] = (t, payload, rgb)
+        self._frames[index] = (t, payload, image)
         if not self.config.has_audio:
             return self._close_ticks_until(index)
         return []
@@ -378,10 +378,10 @@ class Session:
         self._audio = s["audio"].copy()
         self._next_tick = s["next_tick"]
         self._frames = {}
-        for i, (t, payload, rgb) in s["frames"].items():
+        for i, (t, payload, image) in s["frames"].items():
             if payload is not None:
-                rgb = decode_picture(payload, self.config.max_video_width, self.config.max_video_height)
-            self._frames[i] = (t, payload, rgb)
+                image = decode_picture(payload, self.config.max_video_width, self.config.max_video_height)
+            self._frames[i] = (t, payload, image)
         self.video_seen = s["video_seen"]
         self.dropped_video_frames, self.chunks, self.audio_seconds, self.video_frames = s["counters"]
         self.flushed = s["flushed"]
