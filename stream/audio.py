@@ -40,21 +40,31 @@ class SpeechDetector:
         self._state = np.zeros((2, 1, 128), dtype=np.float32)
         self._context = np.zeros((1, self.CONTEXT), dtype=np.float32)
         self._pending = np.zeros(0, dtype=np.float32)
-        self._sr = np.array(SAMPLE_RATE, dtype=np.int64)
 
     def feed(self, x: np.ndarray) -> list[float]:
         """float32 (n,) at 16 kHz -> probabilities of the windows that became complete."""
-        buf = np.concatenate([self._pending, x.astype(np.float32)])
-        n_windows = len(buf) // self.WINDOW
-        probs = []
-        session = _vad_session()
-        for i in range(n_windows):
-            window = buf[i * self.WINDOW:(i + 1) * self.WINDOW][None, :]
-            inp = np.concatenate([self._context, window], axis=1)
-            out, self._state = session.run(None, {"input": inp, "state": self._state, "sr": self._sr})
-            self._context = inp[:, -self.CONTEXT:]
-            probs.append(float(out[0, 0]))
-        self._pending = buf[n_windows * self.WINDOW:].copy()
+        return SpeechDetector.feed_many([self], [x])[0]
+
+    @staticmethod
+    def feed_many(detectors: "list[SpeechDetector]", xs: list[np.ndarray]) -> list[list[float]]:
+        """``feed`` for several streams at once: each 32 ms step is one ONNX call with a batch row
+        (and an LSTM state row) per stream that has a window there. Same values as ``feed``."""
+        bufs = [np.concatenate([d._pending, np.asarray(x, np.float32)]) for d, x in zip(detectors, xs)]
+        counts = [len(b) // SpeechDetector.WINDOW for b in bufs]
+        probs: list[list[float]] = [[] for _ in detectors]
+        session, w = _vad_session(), SpeechDetector.WINDOW
+        sr = np.array(SAMPLE_RATE, dtype=np.int64)
+        for j in range(max(counts, default=0)):
+            live = [i for i, n in enumerate(counts) if n > j]
+            inp = np.stack([np.concatenate([detectors[i]._context[0], bufs[i][j * w:(j + 1) * w]]) for i in live])
+            state = np.concatenate([detectors[i]._state for i in live], axis=1)
+            out, state = session.run(None, {"input": inp, "state": state, "sr": sr})
+            for k, i in enumerate(live):
+                detectors[i]._state = state[:, k:k + 1].copy()
+                detectors[i]._context = inp[k:k + 1, -SpeechDetector.CONTEXT:].copy()
+                probs[i].append(float(out[k, 0]))
+        for d, b, n in zip(detectors, bufs, counts):
+            d._pending = b[n * w:].copy()
         return probs
 
     def state_dict(self) -> dict[str, Any]:

@@ -10,14 +10,14 @@ from __future__ import annotations
 import pickle
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Literal
+from typing import Any, Callable, Literal, Sequence
 
 import numpy as np
 
 from stream.audio import LOUDNESS_ID, SpeechDetector, rms_dbfs
 from stream.face import FaceDetector
-from stream.media import ContainerDecoder, MediaError, Picture, Resampler, as_rgb, decode_picture, pcm_to_float
-from stream.pipeline import SAMPLE_RATE, TICK_SAMPLES, TICK_SECONDS, FaceObservation, Stage, Tick
+from stream.media import ContainerDecoder, MediaError, Picture, Resampler, decode_picture, pcm_to_float
+from stream.pipeline import SAMPLE_RATE, TICK_SAMPLES, TICK_SECONDS, FaceObservation, Stage, Tick, apply_each, single
 
 STATE_VERSION = 1
 ChunkKind = Literal["audio", "video", "container"]
@@ -131,8 +131,23 @@ class BaseStage:
         }
 
     def push(self, tick: Tick) -> list[Tick]:
+        return single(BaseStage.push_batch([self], [tick]))
+
+    @staticmethod
+    def push_batch(stages: Sequence["BaseStage"], ticks: Sequence[Tick]) -> list[list[Tick] | Exception]:
+        """One tick per session; silero-vad runs once per 32 ms window for all of them."""
+        with_audio = [i for i, tick in enumerate(ticks) if tick.audio is not None]
+        try:
+            found = SpeechDetector.feed_many([stages[i].vad for i in with_audio], [ticks[i].audio for i in with_audio])
+        except Exception as exc:
+            return [exc] * len(stages)
+        probs: list[list[float] | None] = [None] * len(stages)
+        for i, p in zip(with_audio, found):
+            probs[i] = p
+        return apply_each(BaseStage._finish_tick, stages, ticks, probs)
+
+    def _finish_tick(self, tick: Tick, probs: list[float] | None) -> list[Tick]:
         if tick.audio is not None:
-            probs = self.vad.feed(tick.audio)
             tick.fields["speech"] = {"probability": round(float(np.mean(probs)), 4) if probs else None}
             tick.fields["loudness"] = {"dbfs": round(rms_dbfs(tick.audio), 2)}
             tick.models["speech"] = SpeechDetector.model_id
@@ -140,7 +155,7 @@ class BaseStage:
         if tick.frame is not None:
             interval = self.FACE_INTERVAL_S if self._face is not None else self.NO_FACE_INTERVAL_S
             if self._face_t is None or tick.frame_t - self._face_t >= interval - 1e-6:
-                self._face = self._track_face(as_rgb(tick.frame), tick.frame_t)
+                self._face = self._track_face(tick.frame, tick.frame_t)
                 self._face_t = tick.frame_t
             tick.face = self._face
             tick.fields["face"] = {"present": tick.face is not None,
@@ -150,7 +165,7 @@ class BaseStage:
             tick.fields["face"] = {"present": None, "score": None}  # no frame in this tick
         return [tick]
 
-    def _track_face(self, frame: np.ndarray, t: float) -> FaceObservation | None:
+    def _track_face(self, frame: "np.ndarray | Picture", t: float) -> FaceObservation | None:
         face = None
         if self._face is not None and self._full_t is not None and t - self._full_t < self.FULL_INTERVAL_S - 1e-6:
             face = self._detector.detect_near(frame, self._face)
@@ -240,9 +255,15 @@ class Session:
 
     def feed(self, chunk: Chunk) -> FeedResult:
         """Raises :class:`MediaError` for undecodable or out-of-limits media (state untouched)."""
+        out = feed_many([(self, chunk)])[0]
+        if isinstance(out, BaseException):
+            raise out
+        return out
+
+    def _prepare(self, chunk: Chunk) -> list[Tick]:
+        """Decode a chunk and cut the ticks it completes (the stages have not seen them yet)."""
         if self.flushed:
             raise MediaError("session already flushed")
-        started = time.perf_counter()
         ticks: list[Tick] = []
         if chunk.kind == "audio":
             if self.resampler is None:
@@ -263,7 +284,7 @@ class Session:
         else:
             raise MediaError(f"unknown chunk kind {chunk.kind!r}")
         self.chunks += 1
-        return self._run(ticks, started)
+        return ticks
 
     def flush(self) -> FeedResult:
         """End of media: pad the last partial tick, drain every stage."""
@@ -337,6 +358,9 @@ class Session:
             if flush:
                 out += stage.flush()
             ticks = out
+        return self._result(ticks, started)
+
+    def _result(self, ticks: list[Tick], started: float) -> FeedResult:
         latency = round((time.perf_counter() - started) * 1000.0, 2)
         events, stems = [], {}
         for tick in ticks:
@@ -401,3 +425,64 @@ class Session:
         session = cls(state["config"])
         session.load_state_dict(state)
         return session
+
+
+def push_batch(stages: Sequence[Stage], ticks: Sequence[Tick]) -> list[list[Tick] | Exception]:
+    """One tick into each of several stages of the same class (one per session), batched when the
+    class has a ``push_batch`` of its own (its models then run once for all of them); otherwise
+    one ``push`` after the other. An exception lands in the slot of the stage that raised it."""
+    batched = getattr(type(stages[0]), "push_batch", None)
+    if batched is not None:
+        return batched(stages, ticks)
+    out: list[list[Tick] | Exception] = []
+    for stage, tick in zip(stages, ticks):
+        try:
+            out.append(stage.push(tick))
+        except Exception as exc:
+            out.append(exc)
+    return out
+
+
+def feed_many(requests: Sequence[tuple[Session, Chunk]]) -> list[FeedResult | Exception]:
+    """Feed one chunk to each of several sessions (all distinct) in lock-step, stage by stage.
+
+    Every stage sees the ticks of all sessions together: a stage with ``push_batch`` runs its
+    models once per round for all of them, and every model's weights stay in the CPU caches while
+    it runs (one session after the other, the stages evict each other). Each session gets what
+    ``session.feed(chunk)`` alone would give (floats may differ in the last bits: batched matrix
+    products sum in another order). An exception (a :class:`MediaError`, or a bug) is returned in
+    the slot of its request; a session whose stages raised is in an undefined state, like after
+    a failed ``feed``, and must be restored from its last saved state.
+    """
+    if len({id(session) for session, _ in requests}) != len(requests):
+        raise ValueError("feed_many takes at most one chunk per session")
+    started = time.perf_counter()
+    results: list[FeedResult | Exception | None] = [None] * len(requests)
+    ticks: dict[int, list[Tick]] = {}
+    for i, (session, chunk) in enumerate(requests):
+        try:
+            ticks[i] = session._prepare(chunk)
+        except Exception as exc:
+            results[i] = exc
+    groups: dict[tuple[type, ...], list[int]] = {}
+    for i in ticks:
+        groups.setdefault(tuple(type(stage) for stage in requests[i][0].stages), []).append(i)
+    for kinds, members in groups.items():
+        for pos in range(len(kinds)):
+            live = [i for i in members if results[i] is None]
+            outs: dict[int, list[Tick]] = {i: [] for i in live}
+            for j in range(max((len(ticks[i]) for i in live), default=0)):  # round j: each session's j-th tick
+                batch = [i for i in live if len(ticks[i]) > j and results[i] is None]
+                if not batch:
+                    continue
+                for i, out in zip(batch, push_batch([requests[i][0].stages[pos] for i in batch], [ticks[i][j] for i in batch])):
+                    if isinstance(out, Exception):
+                        results[i] = out
+                    else:
+                        outs[i] += out
+            for i in live:
+                ticks[i] = outs[i]
+    for i, t in ticks.items():
+        if results[i] is None:
+            results[i] = requests[i][0]._result(t, started)
+    return results  # type: ignore[return-value]

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
+from stream.media import Picture, image_shape, sample_rgb
 from stream.pipeline import FaceObservation
 
 MODEL_ID = "retinaface-mnet025"
@@ -88,31 +89,32 @@ class FaceDetector:
         self.nms_threshold = nms_threshold
         self.max_side = max_side
 
-    def detect_all(self, rgb: np.ndarray) -> list[FaceObservation]:
-        """RGB uint8 (H, W, 3) -> faces sorted by box area, largest first."""
-        h, w = rgb.shape[:2]
+    def detect_all(self, image: "np.ndarray | Picture") -> list[FaceObservation]:
+        """RGB uint8 (H, W, 3) or a :class:`~stream.media.Picture` -> faces sorted by box area,
+        largest first."""
+        h, w = image_shape(image)
         scale = min(1.0, self.max_side / max(h, w))
-        img = rgb
+        ys, xs = np.arange(h), np.arange(w)
         if scale < 1.0:
             nh, nw = max(8, int(round(h * scale))), max(8, int(round(w * scale)))
             ys = (np.arange(nh) / scale).astype(int).clip(0, h - 1)
             xs = (np.arange(nw) / scale).astype(int).clip(0, w - 1)
-            img = rgb[ys][:, xs]
+        img = image if scale == 1.0 and isinstance(image, np.ndarray) else sample_rgb(image, ys, xs)
         return self._faces(img, (w, h), (0.0, 0.0), (w, h))
 
-    def detect_near(self, rgb: np.ndarray, previous: FaceObservation, size: int = ROI_SIZE,
+    def detect_near(self, image: "np.ndarray | Picture", previous: FaceObservation, size: int = ROI_SIZE,
                     grow: float = ROI_GROW) -> FaceObservation | None:
         """Tracking step: the largest face in a square region ``grow`` times the previous face's
         box, centred on it, sampled to ``size`` x ``size`` pixels (borders replicated), or None
         when the face is no longer there. About half the cost of ``detect`` on a 640x360 frame."""
-        h, w = rgb.shape[:2]
+        h, w = image_shape(image)
         bx, by, bw, bh = previous.box
         side = max(bw, bh, 8.0) * grow
         x0, y0 = bx + bw / 2 - side / 2, by + bh / 2 - side / 2
         grid = (np.arange(size) + 0.5) * (side / size)
         xs = np.floor(x0 + grid).astype(int).clip(0, w - 1)
         ys = np.floor(y0 + grid).astype(int).clip(0, h - 1)
-        faces = self._faces(rgb[ys][:, xs], (side, side), (x0, y0), (w, h))
+        faces = self._faces(sample_rgb(image, ys, xs), (side, side), (x0, y0), (w, h))
         return faces[0] if faces else None
 
     def _faces(self, img: np.ndarray, span: tuple[float, float], origin: tuple[float, float],
@@ -145,7 +147,7 @@ class FaceDetector:
         faces.sort(key=lambda f: -f.box[2] * f.box[3])
         return faces
 
-    def detect(self, rgb: np.ndarray) -> FaceObservation | None:
-        """The largest face in the frame, or None when there is none."""
-        faces = self.detect_all(rgb)
+    def detect(self, image: "np.ndarray | Picture") -> FaceObservation | None:
+        """The largest face in the frame (RGB array or Picture), or None when there is none."""
+        faces = self.detect_all(image)
         return faces[0] if faces else None

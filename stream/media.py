@@ -157,29 +157,100 @@ class Picture:
 
     Converting a decoded JPEG to RGB costs about half as much again as decoding it, and a session
     looks at most frames only to reuse the last face (the detector runs at 2.5-5 Hz): those frames
-    never need their pixels. Decoding itself stays eager, so a broken image is refused when it
-    arrives. Pickles as its RGB pixels.
+    never need their pixels. And the stages that do look need few of them: the face detector a
+    256-pixel grid or a 96-pixel region, the expression classifier the gray levels around a face.
+    For a full-range YCbCr JPEG already at its final size (what browsers send), ``sample_rgb``
+    converts only the sampled pixels and ``luma`` reads the Y plane, which *is* the BT.601 gray
+    image; other frames are converted to RGB once. Decoding itself stays eager, so a broken image
+    is refused when it arrives. Pickles as its RGB pixels.
     """
 
     def __init__(self, frame: "av.VideoFrame", short_side: int = 360) -> None:
         self._frame: "av.VideoFrame | None" = frame
         self._short_side = short_side
         self._rgb: np.ndarray | None = None
+        self._planes: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+        scale = min(1.0, short_side / max(1, min(frame.width, frame.height)))
+        self.shape = (frame.height, frame.width) if scale == 1.0 else _scaled_size(frame, scale)[::-1]
 
     def rgb(self) -> np.ndarray:
         """RGB uint8 (H, W, 3), short side <= ``short_side`` (made once)."""
         if self._rgb is None:
             self._rgb = frame_to_rgb(self._frame, self._short_side)
             self._frame = None
+            self._planes = None
         return self._rgb
 
+    def _yuv(self) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        """Y, Cb, Cr planes (uint8, chroma at its own resolution) of a full-range frame at its
+        final size, or None when the frame is of another kind (or already converted)."""
+        if self._planes is None and self._rgb is None:
+            f = self._frame
+            if f is None or f.format.name not in _FULL_RANGE_YUV or self.shape != (f.height, f.width):
+                return None
+            planes = []
+            for plane in f.planes[:3]:
+                a = np.frombuffer(plane, np.uint8, count=plane.height * plane.line_size).reshape(plane.height, plane.line_size)[:, :plane.width]
+                planes.append(a)
+            self._planes = (planes[0], planes[1], planes[2])
+        return self._planes
+
+    def sample_rgb(self, ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
+        """RGB uint8 (len(ys), len(xs), 3) of the pixels at rows ``ys`` × columns ``xs``."""
+        yuv = self._yuv()
+        if yuv is None:
+            return self.rgb()[ys][:, xs]
+        y, cb, cr = yuv
+        fy, fx = y.shape[0] // cb.shape[0], y.shape[1] // cb.shape[1]
+        luma = y[ys][:, xs].astype(np.float32)
+        u = cb[ys // fy][:, xs // fx].astype(np.float32) - 128.0
+        v = cr[ys // fy][:, xs // fx].astype(np.float32) - 128.0
+        out = np.stack([luma + 1.402 * v, luma - 0.344136 * u - 0.714136 * v, luma + 1.772 * u], axis=-1)
+        return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+
+    def luma(self, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
+        """Gray levels float32 (y1-y0, x1-x0) in [0, 255] of a region (BT.601 luma)."""
+        yuv = self._yuv()
+        if yuv is None:
+            return rgb_to_luma(self.rgb()[y0:y1, x0:x1])
+        return yuv[0][y0:y1, x0:x1].astype(np.float32)
+
     def __getstate__(self) -> dict:
-        return {"_frame": None, "_short_side": self._short_side, "_rgb": self.rgb()}
+        return {"_frame": None, "_short_side": self._short_side, "_rgb": self.rgb(), "_planes": None,
+                "shape": self.shape}
+
+
+_FULL_RANGE_YUV = ("yuvj420p", "yuvj422p", "yuvj444p")
+
+
+def _scaled_size(frame: "av.VideoFrame", scale: float) -> tuple[int, int]:
+    return max(2, int(round(frame.width * scale))), max(2, int(round(frame.height * scale)))
+
+
+def rgb_to_luma(rgb: np.ndarray) -> np.ndarray:
+    """RGB uint8 (..., 3) → float32 luma in [0, 255] (ITU-R BT.601 weights, as OpenCV and JPEG's Y)."""
+    rgb = rgb.astype(np.float32)
+    return rgb[..., 0] * np.float32(0.299) + rgb[..., 1] * np.float32(0.587) + rgb[..., 2] * np.float32(0.114)
 
 
 def as_rgb(frame: "np.ndarray | Picture") -> np.ndarray:
     """The RGB pixels of a tick's frame, whether it is already an array or a :class:`Picture`."""
     return frame.rgb() if isinstance(frame, Picture) else frame
+
+
+def image_shape(image: "np.ndarray | Picture") -> tuple[int, int]:
+    """(height, width) of an RGB array or a :class:`Picture`."""
+    return image.shape[:2] if isinstance(image, np.ndarray) else image.shape
+
+
+def sample_rgb(image: "np.ndarray | Picture", ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
+    """RGB uint8 (len(ys), len(xs), 3) at rows ``ys`` × columns ``xs`` (nearest-pixel sampling)."""
+    return image[ys][:, xs] if isinstance(image, np.ndarray) else image.sample_rgb(ys, xs)
+
+
+def luma(image: "np.ndarray | Picture", y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
+    """Gray levels float32 of the region [y0, y1) × [x0, x1) of an RGB array or a Picture."""
+    return rgb_to_luma(image[y0:y1, x0:x1]) if isinstance(image, np.ndarray) else image.luma(y0, y1, x0, x1)
 
 
 def decode_image(payload: bytes, max_width: int, max_height: int, short_side: int = 360) -> np.ndarray:
@@ -223,7 +294,7 @@ def frame_to_rgb(frame: "av.VideoFrame", short_side: int = 360) -> np.ndarray:
     scale = min(1.0, short_side / max(1, min(frame.width, frame.height)))
     if scale == 1.0:
         return frame.to_ndarray(format="rgb24")
-    w, h = max(2, int(round(frame.width * scale))), max(2, int(round(frame.height * scale)))
+    w, h = _scaled_size(frame, scale)
     return frame.to_ndarray(format="rgb24", width=w, height=h)
 
 

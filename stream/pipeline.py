@@ -12,7 +12,7 @@ small: a stage must drop heavy inputs (``Tick.frame``) once it has used them.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Callable, Protocol, Sequence
 
 import numpy as np
 
@@ -38,7 +38,7 @@ class Tick:
     index: int
     audio: np.ndarray | None  # float32 (TICK_SAMPLES,) at 16 kHz mono, or None for video-only media
     # last video frame decoded in this tick: RGB uint8 (H, W, 3), or a stream.media.Picture that
-    # makes those pixels on first use (read it with stream.media.as_rgb)
+    # makes those pixels on first use (read them with stream.media.as_rgb, sample_rgb or luma)
     frame: Any = None
     frame_t: float | None = None  # its media time, seconds
     face: FaceObservation | None = None  # None: no face in `frame` (or no frame)
@@ -71,3 +71,23 @@ class Stage(Protocol):
     def state_dict(self) -> dict[str, Any]: ...
 
     def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+
+def apply_each(fn: Callable[..., list[Tick]], *columns: Sequence[Any]) -> list[list[Tick] | Exception]:
+    """``fn(*row)`` for every row of the columns, for a stage's ``push_batch``: an exception is
+    kept in its row's slot, so one session's failure never touches the others'."""
+    out: list[list[Tick] | Exception] = []
+    for row in zip(*columns):
+        try:
+            out.append(fn(*row))
+        except Exception as exc:
+            out.append(exc)
+    return out
+
+
+def single(results: list[list[Tick] | Exception]) -> list[Tick]:
+    """The one result of a one-stage ``push_batch`` (what ``push`` returns), raising its exception."""
+    out = results[0]
+    if isinstance(out, Exception):
+        raise out
+    return out

@@ -224,10 +224,13 @@ def test_frames_the_detector_does_not_look_at_are_never_converted_to_rgb(monkeyp
     import stream.media as media
 
     chunks = list(iter_chunks(pyfeat_file("no_face.mp4")))
-    conversions = []
-    real = media.frame_to_rgb
-    monkeypatch.setattr(media, "frame_to_rgb", lambda *a: conversions.append(1) or real(*a))
+    conversions, looks = [], []
+    real_convert, real_sample = media.frame_to_rgb, media.Picture.sample_rgb
+    monkeypatch.setattr(media, "frame_to_rgb", lambda *a: conversions.append(1) or real_convert(*a))
+    monkeypatch.setattr(media.Picture, "sample_rgb", lambda self, ys, xs: looks.append(1) or real_sample(self, ys, xs))
     events = run(chunks)
     frames = sum(c.kind == "video" for c in chunks)
     assert all(e["face"]["present"] is False for e in events)
-    assert 0 < len(conversions) <= frames / 3  # only the whole-frame looks (every 0.4 s) need pixels
+    assert 0 < len(looks) <= frames / 3  # only the whole-frame looks (every 0.4 s) need pixels
+    # full-range JPEGs at their final size: the detector's grid is converted, never a whole frame
+    assert conversions == []

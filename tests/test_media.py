@@ -106,6 +106,32 @@ def test_a_picture_keeps_its_own_pixels_until_converted_and_pickles_as_rgb():
         decode_picture(red[: len(red) // 3], 1920, 1080)
 
 
+def test_a_picture_samples_pixels_and_gray_levels_like_its_rgb_conversion():
+    from stream.media import luma, rgb_to_luma, sample_rgb
+
+    rng = np.random.default_rng(3)
+    yy, xx = np.mgrid[0:360, 0:640]
+    smooth = np.stack([(xx * 255 // 640), (yy * 255 // 360), ((xx + yy) * 255 // 1000)], -1).astype(np.uint8)
+    blobs = np.clip(smooth.astype(int) + rng.integers(-20, 20, (1, 1, 3)), 0, 255).astype(np.uint8)
+    rows, cols = np.arange(0, 360, 3), np.arange(5, 640, 7)
+    payload = encode_jpeg(blobs, quality=95)
+    picture, reference = decode_picture(payload, 1920, 1080), decode_image(payload, 1920, 1080)
+    assert picture.shape == reference.shape[:2] == (360, 640)
+    sampled = sample_rgb(picture, rows, cols)
+    assert picture._rgb is None  # converted only at the sampled pixels
+    expected = reference[rows][:, cols]
+    assert sampled.shape == expected.shape
+    # the same full-range BT.601 conversion; chroma taken from its nearest sample, not interpolated
+    assert np.abs(sampled.astype(int) - expected.astype(int)).mean() < 2.0
+    gray = luma(picture, 100, 200, 300, 420)
+    assert gray.shape == (100, 120) and gray.dtype == np.float32
+    assert np.abs(gray - rgb_to_luma(reference[100:200, 300:420])).mean() < 1.5
+    # a frame that must be scaled to 360p is converted once, and sampled in its scaled pixels
+    big = decode_picture(encode_jpeg(np.repeat(np.repeat(blobs, 2, 0), 2, 1)), 1920, 1080)
+    assert big.shape == (360, 640)
+    assert np.array_equal(sample_rgb(big, rows, cols), big.rgb()[rows][:, cols])
+
+
 def test_images_over_the_resolution_limit_are_refused():
     with pytest.raises(MediaError, match="exceeds"):
         decode_image(encode_jpeg(np.zeros((480, 640, 3), np.uint8)), 320, 240)

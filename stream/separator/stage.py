@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from ..pipeline import TICK_SAMPLES, Tick
+from ..pipeline import TICK_SAMPLES, Tick, apply_each, single
 from . import transforms as T
 from .model import CausalMaskSeparator, load_shared
 from .streamer import SeparatorStreamer
@@ -55,6 +55,23 @@ class SeparatorStage:
 
     # -- Stage protocol -------------------------------------------------------------------
     def push(self, tick: Tick) -> list[Tick]:
+        return single(SeparatorStage.push_batch([self], [tick]))
+
+    @staticmethod
+    def push_batch(stages: "list[SeparatorStage]", ticks: list[Tick]) -> list[list[Tick] | Exception]:
+        """One tick per session; the model runs once for all sessions' new frames."""
+        audio = apply_each(SeparatorStage._take_audio, stages, ticks)
+        fed = [i for i, a in enumerate(audio) if isinstance(a, np.ndarray)]
+        try:
+            stems = SeparatorStreamer.feed_many([stages[i].streamer for i in fed], [audio[i] for i in fed])
+        except Exception as exc:
+            return [exc] * len(stages)
+        for i, st in zip(fed, stems):
+            audio[i] = st
+        return apply_each(SeparatorStage._after, stages, ticks, audio)
+
+    def _take_audio(self, tick: Tick) -> np.ndarray | list[Tick]:
+        """The tick's samples for the streamer, or the finished tick when there is nothing to feed."""
         if tick.audio is None and not self._started:
             return [self._fill_none(tick)]
         if not self._started:
@@ -66,7 +83,14 @@ class SeparatorStage:
             audio[: len(a)] = a
         self._held.append(tick)
         self._audio_ticks.append(tick.audio is not None)
-        self._take(self.streamer.feed(audio))
+        return audio
+
+    def _after(self, tick: Tick, stems: np.ndarray | list[Tick] | Exception) -> list[Tick]:
+        if isinstance(stems, Exception):
+            raise stems
+        if isinstance(stems, list):
+            return stems
+        self._take(stems)
         return self._release()
 
     def flush(self) -> list[Tick]:

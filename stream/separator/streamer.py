@@ -69,37 +69,68 @@ class SeparatorStreamer:
 
     def feed(self, x: np.ndarray) -> np.ndarray:
         """Feed ``(n,)`` float32 samples; returns ``(2, m)`` final stems ``[ost, music]``."""
-        x = np.asarray(x, dtype=np.float32).reshape(-1)
-        self._fed += len(x)
-        return self._process(x)
+        return SeparatorStreamer.feed_many([self], [x])[0]
+
+    @staticmethod
+    def feed_many(streamers: "list[SeparatorStreamer]", xs: list[np.ndarray]) -> list[np.ndarray]:
+        """``feed`` for several streams at once: streams with as many new frames share one model
+        call (a batch row and a GRU state row each). Same values as ``feed``, up to the last bits."""
+        xs = [np.asarray(x, dtype=np.float32).reshape(-1) for x in xs]
+        for s, x in zip(streamers, xs):
+            s._fed += len(x)
+        return SeparatorStreamer._process_many(streamers, xs)
 
     def _process(self, x: np.ndarray) -> np.ndarray:
+        return SeparatorStreamer._process_many([self], [x])[0]
+
+    @staticmethod
+    def _process_many(streamers: "list[SeparatorStreamer]", xs: list[np.ndarray]) -> list[np.ndarray]:
+        cut = [s._cut_frames(x) for s, x in zip(streamers, xs)]
+        out: list[np.ndarray] = [np.zeros((2, 0), np.float32)] * len(streamers)
+        groups: dict[tuple[int, int], list[int]] = {}
+        for i, c in enumerate(cut):
+            if c is not None:
+                groups.setdefault((id(streamers[i].model), len(c[1])), []).append(i)
+        for members in groups.values():
+            frames = torch.from_numpy(np.stack([cut[i][1] for i in members]))
+            h = torch.from_numpy(np.concatenate([streamers[i]._h for i in members], axis=1))
+            with torch.inference_mode():
+                ost_frames, logits, h = streamers[members[0]].model.forward_frames(frames, h)
+            ost_frames, logits, h = ost_frames.numpy(), logits.numpy(), h.numpy()
+            for b, i in enumerate(members):
+                out[i] = streamers[i]._overlap_add(cut[i][0], ost_frames[b], logits[b], h[:, b:b + 1])
+        return out
+
+    def _cut_frames(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+        """Take the new full hops: → (their input with left context, frames (k, N_FFT)), or None."""
         buf = np.concatenate([self._pending, x]) if len(self._pending) else x
         k = len(buf) // T.HOP
         if k == 0:
             self._pending = buf.copy()
-            return np.zeros((2, 0), np.float32)
+            return None
         full = np.concatenate([self._context, buf[: k * T.HOP]])  # input from (frames-1)*HOP on
         self._pending = buf[k * T.HOP:].copy()
         self._context = full[-T.PAD:].copy()
         frames = np.lib.stride_tricks.sliding_window_view(full, T.N_FFT)[:: T.HOP]
-        with torch.inference_mode():
-            ost_frames, logits, h = self.model.forward_frames(
-                torch.from_numpy(np.array(frames, dtype=np.float32))[None], torch.from_numpy(self._h)
-            )
-        self._h = h.numpy().copy()
-        ost_frames = ost_frames[0].numpy()
-        out = np.zeros(k * T.HOP + T.N_FFT - T.HOP, np.float32)
-        out[: len(self._ola)] += self._ola
-        for i in range(k):
-            out[i * T.HOP: i * T.HOP + T.N_FFT] += ost_frames[i]
+        return full, np.array(frames, dtype=np.float32)
+
+    def _overlap_add(self, full: np.ndarray, ost_frames: np.ndarray, logits: np.ndarray, h: np.ndarray) -> np.ndarray:
+        """The model's output for the frames of ``full`` → the ``(2, m)`` stems that became final."""
+        k = len(ost_frames)
+        self._h = h.copy()
+        # overlap-add at 50 % overlap: each hop is the second half of frame i-1 plus the first of frame i
+        halves = ost_frames.reshape(k, 2, T.HOP)
+        out = np.empty((k + 1) * T.HOP, np.float32)
+        out[:T.HOP] = self._ola
+        out[T.HOP:] = halves[:, 1].reshape(-1)
+        out[:k * T.HOP] += halves[:, 0].reshape(-1)
         self._ola = out[k * T.HOP:].copy()
         ost = out[: k * T.HOP]
         mixture = full[: k * T.HOP]
         if self._frames == 0:  # the first frame's first hop lies before the stream started
             ost, mixture = ost[T.HOP:], mixture[T.HOP:]
         self._frames += k
-        self._logits = np.concatenate([self._logits, logits[0].numpy()])
+        self._logits = np.concatenate([self._logits, logits])
         n = min(len(ost), self._fed - self._emitted)
         self._emitted += n
         return np.stack([ost[:n], mixture[:n] - ost[:n]])

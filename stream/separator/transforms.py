@@ -19,6 +19,7 @@ N_FFT = 512
 HOP = 256
 N_BINS = N_FFT // 2 + 1
 PAD = N_FFT - HOP  # left context of the first frame
+assert N_FFT == 2 * HOP  # 50 % overlap: the streamer's overlap-add adds two half frames per hop
 
 
 @lru_cache(maxsize=4)

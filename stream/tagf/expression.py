@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from stream.media import as_rgb
+from stream.media import Picture, image_shape, luma, rgb_to_luma
 from stream.pipeline import FaceObservation, Tick
 
 EXPRESSION_CLASSES = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
@@ -50,7 +50,7 @@ def _get_interpreter() -> Any:
 
 def to_gray(rgb: np.ndarray) -> np.ndarray:
     """RGB uint8 (H, W, 3) → float32 luma (H, W) in [0, 255] (ITU-R BT.601 weights, as OpenCV)."""
-    return rgb[..., 0] * np.float32(0.299) + rgb[..., 1] * np.float32(0.587) + rgb[..., 2] * np.float32(0.114)
+    return rgb_to_luma(rgb)
 
 
 def face_crop(gray: np.ndarray, face: FaceObservation, size: int = FER_INPUT, margin_px: float = 10.0) -> np.ndarray:
@@ -92,17 +92,18 @@ def face_crop(gray: np.ndarray, face: FaceObservation, size: int = FER_INPUT, ma
     return (top * (1 - fy) + bot * fy).astype(np.float32)
 
 
-def classify_expression(rgb: np.ndarray, face: FaceObservation) -> np.ndarray:
-    """Class probabilities (7,) float32, in ``EXPRESSION_CLASSES`` order, for one face of an RGB frame."""
+def classify_expression(image: "np.ndarray | Picture", face: FaceObservation) -> np.ndarray:
+    """Class probabilities (7,) float32, in ``EXPRESSION_CLASSES`` order, for one face of a frame
+    (RGB array or :class:`~stream.media.Picture`)."""
     # convert only the region around the face to gray (the whole frame would cost ~10x more)
     x, y, w, h = face.box
     r = 0.75 * max(w, h) + 12.0  # covers the rotated square crop with its margin
-    hh, ww = rgb.shape[:2]
+    hh, ww = image_shape(image)
     x0, x1 = int(max(0, np.floor(x + w / 2 - r))), int(min(ww, np.ceil(x + w / 2 + r)))
     y0, y1 = int(max(0, np.floor(y + h / 2 - r))), int(min(hh, np.ceil(y + h / 2 + r)))
     if x1 - x0 < 2 or y1 - y0 < 2:
         x0, y0, x1, y1 = 0, 0, ww, hh
-    region = to_gray(rgb[y0:y1, x0:x1].astype(np.float32))
+    region = luma(image, y0, y1, x0, x1)
     shifted = FaceObservation(face.score, (x - x0, y - y0, w, h),
                               [(px - x0, py - y0) for px, py in face.landmarks], face.frame_size)
     crop = face_crop(region, shifted)
@@ -160,7 +161,7 @@ class ExpressionStage:
     def push(self, tick: Tick) -> list[Tick]:
         if tick.frame is not None:
             if tick.face is not None:
-                p = classify_expression(as_rgb(tick.frame), tick.face)
+                p = classify_expression(tick.frame, tick.face)
                 self.frames_classified += 1
                 self.last = {
                     "label": EXPRESSION_CLASSES[int(np.argmax(p))],

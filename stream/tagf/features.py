@@ -80,12 +80,13 @@ _WINDOW = torch.hann_window(N_FFT)
 
 
 def log_mel(audio: np.ndarray) -> np.ndarray:
-    """float32 mono 16 kHz (n,) → log-mel power in dB, (frames, N_MEL), 10 ms hop, centred frames."""
+    """float32 mono 16 kHz (n,) → log-mel power in dB, (frames, N_MEL), 10 ms hop, centred frames.
+    A batch (B, n) of equal-length signals gives (B, frames, N_MEL)."""
     x = torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32))
     spec = torch.stft(x, N_FFT, HOP, window=_WINDOW, center=True, pad_mode="constant", return_complex=True)
     power = spec.abs() ** 2 / _WINDOW.pow(2).sum()
     mel = _MEL @ power
-    return (10.0 * torch.log10(mel + 1e-10)).T.numpy()
+    return (10.0 * torch.log10(mel + 1e-10)).transpose(-1, -2).numpy()
 
 
 def yin_f0(frame: np.ndarray, sr: int = SAMPLE_RATE, fmin: float = 70.0, fmax: float = 400.0,
@@ -155,6 +156,26 @@ class AudioFrontEnd:
 
     def tick_vector(self, audio: np.ndarray | None, fields: dict[str, Any]) -> np.ndarray:
         """One tick's (TICK_SAMPLES,) audio + the tick's fields → (AUDIO_DIM,) float32."""
+        return AudioFrontEnd.tick_vectors([self], [audio], [fields])[0]
+
+    @staticmethod
+    def tick_vectors(fronts: "list[AudioFrontEnd]", audios: list[np.ndarray | None],
+                     fields: list[dict[str, Any]]) -> list[np.ndarray]:
+        """``tick_vector`` for several streams at once: the pitch frames of all of them go
+        through one batch of FFTs, their log-mel spectra through one STFT."""
+        xs = [AudioFrontEnd._levels(a, f) for a, f in zip(audios, fields)]
+        live = [i for i, a in enumerate(audios) if a is not None and len(a) == TICK_SAMPLES]
+        for i, a in enumerate(audios):  # a tick of another length (not made by the engine): alone
+            if a is not None and i not in live:
+                fronts[i]._voice_and_mel(xs[i], [np.asarray(a, np.float32)])
+        if live:
+            AudioFrontEnd._voice_and_mel_many([fronts[i] for i in live], [xs[i] for i in live],
+                                              [np.asarray(audios[i], np.float32) for i in live])
+        return xs
+
+    @staticmethod
+    def _levels(audio: np.ndarray | None, fields: dict[str, Any]) -> np.ndarray:
+        """The vector with what needs no signal processing of ours: presence, speech, loudness, music."""
         x = np.zeros(AUDIO_DIM, np.float32)
         music = fields.get("music") or {}
         if music.get("probability") is not None:
@@ -164,31 +185,45 @@ class AudioFrontEnd:
                 x[8] = (float(music["level_db"]) - LOUD_REF_DB) / LOUD_SCALE_DB
         if audio is None:
             return x
-        audio = np.asarray(audio, np.float32)
         x[0] = 1.0
         speech = fields.get("speech") or {}
         x[1] = float(speech.get("probability") or 0.0)
         loud = (fields.get("loudness") or {}).get("dbfs")
         if loud is None:
-            loud = 10.0 * math.log10(float(np.mean(audio.astype(np.float64) ** 2)) + 1e-10)
+            loud = 10.0 * math.log10(float(np.mean(np.asarray(audio, np.float64) ** 2)) + 1e-10)
         x[2] = (max(float(loud), -100.0) - LOUD_REF_DB) / LOUD_SCALE_DB
-        buf = np.concatenate([self.tail, audio])
-        self.tail = buf[-(self.PITCH_FRAME - self.PITCH_HOP):].copy()
-        n_frames = (buf.size - self.PITCH_FRAME) // self.PITCH_HOP + 1
-        frames = np.lib.stride_tricks.sliding_window_view(buf, self.PITCH_FRAME)[::self.PITCH_HOP][:n_frames]
-        f0s = [f for f in yin_f0_frames(frames) if f is not None]
-        x[3] = len(f0s) / n_frames
-        st = [12.0 * math.log2(f / F0_REF_HZ) for f in f0s]
-        self.f0_history.append(st)
-        if st:
-            x[4] = float(np.median(st)) / 12.0
-        recent = [v for tick in self.f0_history for v in tick]
-        if len(recent) >= 3:
-            x[5] = float(np.std(recent)) / F0_VAR_SCALE_ST
-        mel = log_mel(audio).mean(axis=0)
-        bands = mel.reshape(N_BANDS, N_MEL // N_BANDS).mean(axis=1)
-        x[9:] = (np.maximum(bands, -100.0) - MEL_REF_DB) / MEL_SCALE_DB
         return x
+
+    def _voice_and_mel(self, x: np.ndarray, audio: list[np.ndarray]) -> None:
+        AudioFrontEnd._voice_and_mel_many([self], [x], audio)
+
+    @staticmethod
+    def _voice_and_mel_many(fronts: "list[AudioFrontEnd]", xs: list[np.ndarray], audios: list[np.ndarray]) -> None:
+        """Pitch (voiced fraction, f0, its variability) and log-mel bands into each ``x``, for
+        streams whose ticks all have the same length."""
+        frames, counts = [], []
+        for fe, audio in zip(fronts, audios):
+            buf = np.concatenate([fe.tail, audio])
+            fe.tail = buf[-(fe.PITCH_FRAME - fe.PITCH_HOP):].copy()
+            n_frames = (buf.size - fe.PITCH_FRAME) // fe.PITCH_HOP + 1
+            frames.append(np.lib.stride_tricks.sliding_window_view(buf, fe.PITCH_FRAME)[::fe.PITCH_HOP][:n_frames])
+            counts.append(n_frames)
+        f0_all = yin_f0_frames(np.concatenate(frames))
+        mels = log_mel(np.stack(audios)).mean(axis=1)  # (B, N_MEL)
+        pos = 0
+        for fe, x, n_frames, mel in zip(fronts, xs, counts, mels):
+            f0s = [f for f in f0_all[pos:pos + n_frames] if f is not None]
+            pos += n_frames
+            x[3] = len(f0s) / n_frames
+            st = [12.0 * math.log2(f / F0_REF_HZ) for f in f0s]
+            fe.f0_history.append(st)
+            if st:
+                x[4] = float(np.median(st)) / 12.0
+            recent = [v for tick in fe.f0_history for v in tick]
+            if len(recent) >= 3:
+                x[5] = float(np.std(recent)) / F0_VAR_SCALE_ST
+            bands = mel.reshape(N_BANDS, N_MEL // N_BANDS).mean(axis=1)
+            x[9:] = (np.maximum(bands, -100.0) - MEL_REF_DB) / MEL_SCALE_DB
 
     def state_dict(self) -> dict[str, Any]:
         return {"tail": self.tail.copy(), "f0_history": [list(v) for v in self.f0_history]}

@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from stream.pipeline import Tick
+from stream.pipeline import Tick, apply_each, single
 from stream.tagf.features import AudioFrontEnd, visual_vector
 from stream.tagf.model import TagfModel
 from stream.tagf.streamer import TagfStreamer
@@ -82,13 +82,13 @@ class TagfStage:
         info = {"id": self.model_id, "card": card, "validated": self.status not in STATUS_CAPS}
         return {"valence": info, "arousal": dict(info)}
 
-    def _features(self, tick: Tick) -> tuple[np.ndarray, np.ndarray]:
+    def _features(self, tick: Tick, aud: np.ndarray) -> np.ndarray:
+        """The tick's visual vector; both vectors' presence flags go into ``presence``."""
         vis = visual_vector(tick.fields.get("expression"))
-        aud = self.audio_frontend.tick_vector(tick.audio, tick.fields)
         speech_p = float(aud[1])
         self.presence.append((int(vis[0] > 0), int(speech_p > 0.5), int(tick.audio is not None or tick.video_seen)))
         self.frames_in += 1
-        return vis, aud
+        return vis
 
     def _finish(self, outputs: np.ndarray) -> list[Tick]:
         done = []
@@ -113,11 +113,39 @@ class TagfStage:
         return done
 
     def push(self, tick: Tick) -> list[Tick]:
-        vis, aud = self._features(tick)
+        return single(TagfStage.push_batch([self], [tick]))
+
+    @staticmethod
+    def push_batch(stages: "list[TagfStage]", ticks: list[Tick]) -> list[list[Tick] | Exception]:
+        """One tick per session; the audio front-ends and the streamers of all sessions run as
+        one batch each."""
+        try:
+            auds = AudioFrontEnd.tick_vectors([s.audio_frontend for s in stages], [t.audio for t in ticks],
+                                              [t.fields for t in ticks])
+        except Exception as exc:
+            return [exc] * len(stages)
+        feats = apply_each(TagfStage._take, stages, ticks, auds)
+        ok = [i for i, f in enumerate(feats) if not isinstance(f, Exception)]
+        try:
+            ys = TagfStreamer.feed_many([stages[i].streamer for i in ok], [feats[i][0][None] for i in ok],
+                                        [feats[i][1][None] for i in ok])
+        except Exception as exc:
+            return [exc] * len(stages)
+        for i, y in zip(ok, ys):
+            feats[i] = y
+        return apply_each(TagfStage._after, stages, feats)
+
+    def _take(self, tick: Tick, aud: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        vis = self._features(tick, aud)
         tick.frame = None  # never keep frames in held ticks (ExpressionStage drops them too)
         tick.audio = None  # nor the samples: the features hold what is needed (smaller saved state)
         self.pending.append((self.frames_in - 1, tick))
-        return self._finish(self.streamer.feed(vis[None], aud[None]))
+        return vis, aud
+
+    def _after(self, outputs: np.ndarray | Exception) -> list[Tick]:
+        if isinstance(outputs, Exception):
+            raise outputs
+        return self._finish(outputs)
 
     def flush(self) -> list[Tick]:
         return self._finish(self.streamer.flush())

@@ -75,36 +75,91 @@ class TagfStreamer:
         v, a, self.cache = self.model.encode_step(x[None, :, :dv], x[None, :, dv:], self.cache)
         return v[0], a[0]
 
-    def _run_windows(self) -> torch.Tensor:
-        cfg = self.cfg
-        outs = []
-        dv = self.cfg.visual_channels[-1]
-        while self.buffer.shape[0] >= cfg.window:
-            w = self.buffer[None, :cfg.window]
-            feats = self.model.window_features(w[..., :dv], w[..., dv:])
-            y, self.state = self.model.emit(feats, self.state)
-            outs.append(y)
-            self.buffer = self.buffer[cfg.hop:]
-        return torch.cat(outs) if outs else torch.zeros(0, 2)
-
     def feed(self, visual: np.ndarray, audio: np.ndarray) -> np.ndarray:
         """visual (n, DV_IN), audio (n, DA_IN) float32 → (m, 2) float32: outputs that became final."""
-        if self.finished:
-            raise RuntimeError("feed after flush")
-        x = torch.cat([torch.as_tensor(np.asarray(visual, np.float32)), torch.as_tensor(np.asarray(audio, np.float32))], -1)
-        if x.shape[0] == 0:
-            return np.zeros((0, 2), np.float32)
-        self.raw = torch.cat([self.raw, x], dim=0)
-        self.frames_in += x.shape[0]
-        if self.buffer.shape[0] + self.raw.shape[0] < self.cfg.window:
-            return np.zeros((0, 2), np.float32)  # encode lazily, once per hop: same values, less work
-        with torch.no_grad():
-            v, a = self._encode(self.raw)
-            self.raw = self.raw[:0]
-            self.buffer = torch.cat([self.buffer, torch.cat([v, a], dim=-1)], dim=0)
-            y = self._run_windows()
-        self.frames_out += y.shape[0]
-        return y.numpy().astype(np.float32)
+        return TagfStreamer.feed_many([self], [visual], [audio])[0]
+
+    @staticmethod
+    def feed_many(streamers: "list[TagfStreamer]", visual: list[np.ndarray], audio: list[np.ndarray]) -> list[np.ndarray]:
+        """``feed`` for several streams at once: the encoders run once for the streams that reach
+        a hop with as many new frames, the attention and gate once for all their windows. Same
+        values as ``feed``, up to the last bits."""
+        out = [np.zeros((0, 2), np.float32) for _ in streamers]
+        ready = []
+        for i, (st, v, a) in enumerate(zip(streamers, visual, audio)):
+            if st.finished:
+                raise RuntimeError("feed after flush")
+            x = torch.cat([torch.as_tensor(np.asarray(v, np.float32)), torch.as_tensor(np.asarray(a, np.float32))], -1)
+            if x.shape[0] == 0:
+                continue
+            st.raw = torch.cat([st.raw, x], dim=0)
+            st.frames_in += x.shape[0]
+            if st.buffer.shape[0] + st.raw.shape[0] >= st.cfg.window:
+                ready.append(i)  # otherwise encode lazily, once per hop: same values, less work
+        if not ready:
+            return out
+        with torch.inference_mode():
+            encode: dict[tuple[int, int], list[TagfStreamer]] = {}
+            for i in ready:
+                encode.setdefault((id(streamers[i].model), streamers[i].raw.shape[0]), []).append(streamers[i])
+            for group in encode.values():
+                TagfStreamer._encode_group(group)
+            windows: dict[int, list[int]] = {}
+            for i in ready:
+                windows.setdefault(id(streamers[i].model), []).append(i)
+            for members in windows.values():
+                for i, y in zip(members, TagfStreamer._run_windows_group([streamers[i] for i in members])):
+                    streamers[i].frames_out += y.shape[0]
+                    out[i] = y.numpy().astype(np.float32)
+        return out
+
+    @staticmethod
+    def _encode_group(group: "list[TagfStreamer]") -> None:
+        """Encode the raw frames of streams of one model with as many raw frames, in one batch."""
+        first = group[0]
+        dv = first.cfg.visual_dim
+        x = torch.stack([st.raw for st in group])  # (B, n, DV_IN + DA_IN)
+        cache = None
+        if all(st.cache is not None for st in group):
+            cache = {k: [(torch.cat([st.cache[k][j][0] for st in group]), torch.cat([st.cache[k][j][1] for st in group]))
+                         for j in range(len(first.cache[k]))] for k in first.cache}
+        elif any(st.cache is not None for st in group):  # mixed: one stream at a time
+            for st in group:
+                TagfStreamer._encode_group([st])
+            return
+        v, a, cache = first.model.encode_step(x[..., :dv], x[..., dv:], cache)
+        for b, st in enumerate(group):
+            st.cache = {k: [(c0[b:b + 1].clone(), c1[b:b + 1].clone()) for c0, c1 in layers] for k, layers in cache.items()}
+            st.buffer = torch.cat([st.buffer, torch.cat([v[b], a[b]], dim=-1)], dim=0)
+            st.raw = st.raw[:0]
+
+    @staticmethod
+    def _run_windows_group(group: "list[TagfStreamer]") -> list[torch.Tensor]:
+        """Every full window of streams of one model: attention (and a stateless gate) in one
+        batch, then each stream's ``emit`` over its own windows, in order."""
+        cfg, model = group[0].cfg, group[0].model
+        dv = cfg.visual_channels[-1]
+        wins, counts = [], []
+        for st in group:
+            n = 0
+            while st.buffer.shape[0] - n * cfg.hop >= cfg.window:
+                wins.append(st.buffer[n * cfg.hop:n * cfg.hop + cfg.window])
+                n += 1
+            counts.append(n)
+        if not wins:
+            return [torch.zeros(0, 2) for _ in group]
+        w = torch.stack(wins)
+        feats = model.window_features(w[..., :dv], w[..., dv:])
+        outs, pos = [], 0
+        for st, n in zip(group, counts):
+            if n == 0:
+                outs.append(torch.zeros(0, 2))
+                continue
+            y, st.state = model.emit({k: val[pos:pos + n] for k, val in feats.items()}, st.state)
+            st.buffer = st.buffer[n * cfg.hop:]
+            outs.append(y)
+            pos += n
+        return outs
 
     def flush(self) -> np.ndarray:
         """End of stream: zero frames as lookahead (and to complete the hop) → the remaining outputs."""

@@ -1,0 +1,108 @@
+"""The analysis threads of a server process: every connection's queued work, in lock-step.
+
+A connection hands its batch of frames to :meth:`AnalysisPool.run` as a *job*: a generator that
+yields ``(engine session, chunk)`` feed requests, receives each request's
+:class:`~stream.engine.FeedResult` (or has its exception thrown in at the ``yield``), and returns
+its result. A pool thread takes every job waiting and advances them together: each round, one
+request of every job goes through :func:`stream.engine.feed_many`, so every stage sees the ticks
+of all sessions at once and runs its models once per round for all of them (silero-vad, the
+separator and TAGF take a batch row per session), and each model's weights stay in the CPU
+caches while it runs. One session after the other, the same work cost about twice the CPU
+(README, Performance). Under light load a round holds one session and nothing waits for company:
+a job starts as soon as a thread is free.
+"""
+from __future__ import annotations
+
+import asyncio
+import queue
+import threading
+from concurrent.futures import Future
+from typing import Any, Callable, Generator
+
+from stream.engine import Chunk, FeedResult, Session, feed_many
+
+Job = Generator[tuple[Session, Chunk], "FeedResult | BaseException", Any]
+
+
+def call(fn: Callable[..., Any], *args: Any) -> Job:
+    """A plain function call as a job (state loading and saving at session start)."""
+    return fn(*args)
+    yield  # noqa: unreachable (makes this a generator)
+
+
+class AnalysisPool:
+    """``threads`` analysis threads sharing one queue of jobs; see the module docstring."""
+
+    def __init__(self, threads: int) -> None:
+        self._jobs: queue.SimpleQueue[tuple[Future, Job] | None] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self.rounds = 0  # feed_many calls so far
+        self.requests = 0  # feed requests in them (requests / rounds = mean sessions per round)
+        self._closed = False
+        self._threads = [threading.Thread(target=self._loop, name=f"analysis-{i}", daemon=True)
+                         for i in range(max(1, threads))]
+        for t in self._threads:
+            t.start()
+
+    def submit(self, job: Job) -> Future:
+        fut: Future = Future()
+        self._jobs.put((fut, job))
+        return fut
+
+    async def run(self, job: Job) -> Any:
+        """Run a job in the pool; its return value, or its exception raised here."""
+        return await asyncio.wrap_future(self.submit(job))
+
+    def shutdown(self) -> None:
+        """Threads stop after the jobs they have taken; jobs still queued are cancelled."""
+        self._closed = True
+        for _ in self._threads:
+            self._jobs.put(None)
+
+    def _loop(self) -> None:
+        while True:
+            jobs = [self._jobs.get()]
+            while jobs[-1] is not None:  # every job waiting joins this batch
+                try:
+                    jobs.append(self._jobs.get_nowait())
+                except queue.Empty:
+                    break
+            stop = jobs[-1] is None or self._closed
+            jobs = [job for job in jobs if job is not None]
+            if self._closed:
+                for fut, _ in jobs:
+                    fut.cancel()
+            else:
+                self._advance(jobs)
+            if stop:
+                return
+
+    def _advance(self, jobs: list[tuple[Future, Job]]) -> None:
+        """Run the jobs to their end, one feed request of each per round."""
+        pending: list[tuple[Future, Job, tuple[Session, Chunk]]] = []
+        for fut, job in jobs:
+            if fut.set_running_or_notify_cancel():  # False: cancelled while it waited
+                _step(fut, job, None, pending)
+        while pending:
+            results = feed_many([request for _, _, request in pending])
+            with self._lock:
+                self.rounds += 1
+                self.requests += len(pending)
+            advanced: list[tuple[Future, Job, tuple[Session, Chunk]]] = []
+            for (fut, job, _), result in zip(pending, results):
+                _step(fut, job, result, advanced)
+            pending = advanced
+
+
+def _step(fut: Future, job: Job, value: Any, pending: list) -> None:
+    """Send a job its last request's result (throw it in when it is an exception) and queue its
+    next request; or settle its future when it has finished."""
+    try:
+        request = job.throw(value) if isinstance(value, BaseException) else job.send(value)
+    except StopIteration as stop:
+        fut.set_result(stop.value)
+        return
+    except BaseException as exc:
+        fut.set_exception(exc)
+        return
+    pending.append((fut, job, request))
