@@ -218,7 +218,7 @@ def main() -> int:
         "cpu_per_session": round((cpu1 - cpu0) / wall / args.sessions, 4),
         "rss_mb_per_session": round(max(0.0, rss1 - rss0) / args.sessions, 2),
         "redis_kb_per_session": redis_kb,
-        # frames fed per lock-step analysis round (server/analysis.py): how many sessions shared a round
+        # sessions fed per lock-step analysis round (server/analysis.py)
         "sessions_per_round": round(m.get("vibescope_analysis_requests_total", 0.0)
                                     / max(m.get("vibescope_analysis_rounds_total", 0.0), 1.0), 2),
     }

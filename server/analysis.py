@@ -1,13 +1,13 @@
 """The analysis threads of a server process: every connection's queued work, in lock-step.
 
 A connection hands its batch of frames to :meth:`AnalysisPool.run` as a *job*: a generator that
-yields ``(engine session, chunk)`` feed requests, receives each request's
-:class:`~stream.engine.FeedResult` (or has its exception thrown in at the ``yield``), and returns
-its result. A pool thread takes every job waiting and advances them together: each round, one
-request of every job goes through :func:`stream.engine.feed_many`, so every stage sees the ticks
-of all sessions at once and runs its models once per round for all of them (silero-vad, the
-separator and TAGF take a batch row per session), and each model's weights stay in the CPU
-caches while it runs. One session after the other, the same work cost about twice the CPU
+yields ``(engine session, chunks)`` feed requests (the frames it has waiting, in order), receives
+one result per chunk (a :class:`~stream.engine.FeedResult` or the exception it raised), and
+returns its result. A pool thread takes every job waiting and advances them together: each
+round, one request of every job goes through :func:`stream.engine.feed_many`, so every stage sees
+the ticks of all sessions at once and runs its models once per tick round for all of them
+(silero-vad, the separator and TAGF take a batch row per session), and each model's weights stay
+in the CPU caches while it runs. One session after the other, the same work cost about twice the CPU
 (README, Performance). Under light load a round holds one session and nothing waits for company:
 a job starts as soon as a thread is free.
 """
@@ -16,12 +16,16 @@ from __future__ import annotations
 import asyncio
 import queue
 import threading
+import time
 from concurrent.futures import Future
 from typing import Any, Callable, Generator
 
 from stream.engine import Chunk, FeedResult, Session, feed_many
 
-Job = Generator[tuple[Session, Chunk], "FeedResult | BaseException", Any]
+GATHER_GAP_S = 0.002  # a round starts once no job has come for this long...
+GATHER_MAX_S = 0.010  # ...or this long after its first job came
+
+Job = Generator[tuple[Session, list[Chunk]], "list[FeedResult | Exception] | BaseException", Any]
 
 
 def call(fn: Callable[..., Any], *args: Any) -> Job:
@@ -37,7 +41,7 @@ class AnalysisPool:
         self._jobs: queue.SimpleQueue[tuple[Future, Job] | None] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self.rounds = 0  # feed_many calls so far
-        self.requests = 0  # feed requests in them (requests / rounds = mean sessions per round)
+        self.requests = 0  # sessions fed in them (requests / rounds = mean sessions per round)
         self._closed = False
         self._threads = [threading.Thread(target=self._loop, name=f"analysis-{i}", daemon=True)
                          for i in range(max(1, threads))]
@@ -62,9 +66,14 @@ class AnalysisPool:
     def _loop(self) -> None:
         while True:
             jobs = [self._jobs.get()]
-            while jobs[-1] is not None:  # every job waiting joins this batch
+            # every job waiting joins this round, and those that come in while jobs keep coming:
+            # the connections whose last round just ended resubmit within a few ms (after their
+            # store write), and a round that waits for them analyses twice as many sessions
+            deadline = time.monotonic() + GATHER_MAX_S
+            while jobs[-1] is not None:
+                wait = min(GATHER_GAP_S, deadline - time.monotonic())
                 try:
-                    jobs.append(self._jobs.get_nowait())
+                    jobs.append(self._jobs.get(timeout=wait) if wait > 0 else self._jobs.get_nowait())
                 except queue.Empty:
                     break
             stop = jobs[-1] is None or self._closed
@@ -79,24 +88,27 @@ class AnalysisPool:
 
     def _advance(self, jobs: list[tuple[Future, Job]]) -> None:
         """Run the jobs to their end, one feed request of each per round."""
-        pending: list[tuple[Future, Job, tuple[Session, Chunk]]] = []
+        pending: list[tuple[Future, Job, tuple[Session, list[Chunk]]]] = []
         for fut, job in jobs:
             if fut.set_running_or_notify_cancel():  # False: cancelled while it waited
                 _step(fut, job, None, pending)
         while pending:
-            results = feed_many([request for _, _, request in pending])
+            try:
+                results: list[Any] = feed_many([request for _, _, request in pending])
+            except Exception as exc:  # a bug outside any one session: every job of the round gets it
+                results = [exc] * len(pending)
             with self._lock:
                 self.rounds += 1
                 self.requests += len(pending)
-            advanced: list[tuple[Future, Job, tuple[Session, Chunk]]] = []
+            advanced: list[tuple[Future, Job, tuple[Session, list[Chunk]]]] = []
             for (fut, job, _), result in zip(pending, results):
                 _step(fut, job, result, advanced)
             pending = advanced
 
 
 def _step(fut: Future, job: Job, value: Any, pending: list) -> None:
-    """Send a job its last request's result (throw it in when it is an exception) and queue its
-    next request; or settle its future when it has finished."""
+    """Send a job its last request's results (throw in an exception instead, should feed_many itself
+    have failed) and queue its next request; or settle its future when it has finished."""
     try:
         request = job.throw(value) if isinstance(value, BaseException) else job.send(value)
     except StopIteration as stop:

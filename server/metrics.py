@@ -85,9 +85,9 @@ class Metrics:
               [(f'{{store="{store_kind}"}}', self.session_ttl_s)])
         rounds, requests = (self.analysis.rounds, self.analysis.requests) if self.analysis is not None else (0, 0)
         block("vibescope_analysis_rounds_total", "counter",
-              "Lock-step analysis rounds (each feeds one frame of every session with work waiting).", [("", rounds)])
+              "Lock-step analysis rounds (each feeds every session with frames waiting).", [("", rounds)])
         block("vibescope_analysis_requests_total", "counter",
-              "Frames fed in those rounds; divided by the rounds: sessions analysed together per round.",
+              "Sessions fed in those rounds; divided by the rounds: sessions analysed together per round.",
               [("", requests)])
         return "\n".join(out) + "\n"
 

@@ -434,34 +434,45 @@ class StreamConnection:
 
     def _feed_items(self, items: list[_Item], failed: dict[int, str]) -> Job:
         engine = self.engine
-        results, errors = [], []
-        for item in items:
-            out: FeedResult | None = None
-            try:
-                if item.seq in failed and not item.bye:
-                    errors.append((item.seq, ErrorCode.INTERNAL, failed[item.seq]))
-                elif item.bye:
-                    out = engine.flush() if not engine.flushed else None
-                elif item.note == "dropped":
-                    engine.note_dropped_video()
-                elif item.frame is not None:
-                    f = item.frame
-                    try:
-                        # fed together with other sessions' frames (AnalysisPool)
-                        out = yield engine, Chunk(_KIND_NAMES[f.kind], f.payload, f.timestamp)
-                    except MediaError as exc:
-                        errors.append((item.seq, ErrorCode.BAD_MEDIA, str(exc)))
-            except Exception as exc:
-                if item.bye:
-                    raise
-                raise _ItemFailed(item.seq, exc) from exc
-            if out is not None:
-                evs = [ev.to_dict() for ev in out.events]
-                done = time.perf_counter()
-                for ev in evs:
-                    ev["latency_ms"] = round((done - item.arrived) * 1000.0, 2)
-                results.append((item, evs, out.stems.get("ost") if self.want_ost else None))
+        results: list[tuple[_Item, list[dict], Any]] = []
+        errors: list[tuple[int, str, str]] = []
+
+        def media(item: _Item) -> bool:  # a frame to analyse
+            return item.frame is not None and not item.bye and item.seq not in failed
+
+        i = 0
+        while i < len(items):
+            if media(items[i]):
+                run = []  # consecutive frames: one request, fed with other sessions' (AnalysisPool)
+                while i < len(items) and media(items[i]):
+                    run.append(items[i])
+                    i += 1
+                outs = yield engine, [Chunk(_KIND_NAMES[it.frame.kind], it.frame.payload, it.frame.timestamp) for it in run]
+                for item, out in zip(run, outs):
+                    if isinstance(out, MediaError):
+                        errors.append((item.seq, ErrorCode.BAD_MEDIA, str(out)))
+                    elif isinstance(out, Exception):
+                        raise _ItemFailed(item.seq, out) from out
+                    else:
+                        self._collect(results, item, out)
+                continue
+            item = items[i]
+            i += 1
+            if item.bye:
+                if not engine.flushed:
+                    self._collect(results, item, engine.flush())
+            elif item.seq in failed:
+                errors.append((item.seq, ErrorCode.INTERNAL, failed[item.seq]))
+            elif item.note == "dropped":
+                engine.note_dropped_video()
         return results, errors, engine.to_bytes()
+
+    def _collect(self, results: list, item: _Item, out: FeedResult) -> None:
+        evs = [ev.to_dict() for ev in out.events]
+        done = time.perf_counter()
+        for ev in evs:
+            ev["latency_ms"] = round((done - item.arrived) * 1000.0, 2)
+        results.append((item, evs, out.stems.get("ost") if self.want_ost else None))
 
     async def _send_ost(self, ost: Any, events: list[dict]) -> None:
         if not events:

@@ -255,7 +255,7 @@ class Session:
 
     def feed(self, chunk: Chunk) -> FeedResult:
         """Raises :class:`MediaError` for undecodable or out-of-limits media (state untouched)."""
-        out = feed_many([(self, chunk)])[0]
+        out = feed_many([(self, [chunk])])[0][0]
         if isinstance(out, BaseException):
             raise out
         return out
@@ -443,46 +443,64 @@ def push_batch(stages: Sequence[Stage], ticks: Sequence[Tick]) -> list[list[Tick
     return out
 
 
-def feed_many(requests: Sequence[tuple[Session, Chunk]]) -> list[FeedResult | Exception]:
-    """Feed one chunk to each of several sessions (all distinct) in lock-step, stage by stage.
+def feed_many(requests: Sequence[tuple[Session, Sequence[Chunk]]]) -> list[list[FeedResult | Exception]]:
+    """Feed chunks to several sessions (all distinct) in lock-step, stage by stage.
 
-    Every stage sees the ticks of all sessions together: a stage with ``push_batch`` runs its
-    models once per round for all of them, and every model's weights stay in the CPU caches while
-    it runs (one session after the other, the stages evict each other). Each session gets what
-    ``session.feed(chunk)`` alone would give (floats may differ in the last bits: batched matrix
-    products sum in another order). An exception (a :class:`MediaError`, or a bug) is returned in
-    the slot of its request; a session whose stages raised is in an undefined state, like after
-    a failed ``feed``, and must be restored from its last saved state.
+    ``requests``: (session, its chunks in order). Every stage sees the ticks of all sessions
+    together: a stage with ``push_batch`` runs its models once per round (each session's j-th tick)
+    for all of them, and every model's weights stay in the CPU caches while it runs (one session
+    after the other, the stages evict each other). Returns, per request, one result per chunk: the
+    :class:`FeedResult` that ``session.feed(chunk)`` would have returned (the events the chunk made
+    final), or the exception it raised. Floats may differ from feeding alone in the last bits:
+    batched matrix products sum in another order.
+
+    A :class:`MediaError` leaves its session's state untouched and the next chunks are fed. Any
+    other exception (a bug) stops its session: the chunk that caused it gets the exception (as
+    do the chunks after it, never fed), the chunks before it empty results, and the session's
+    state is undefined, like after a failed ``feed``: restore it from its last saved state.
     """
     if len({id(session) for session, _ in requests}) != len(requests):
-        raise ValueError("feed_many takes at most one chunk per session")
+        raise ValueError("feed_many takes one request per session")
     started = time.perf_counter()
-    results: list[FeedResult | Exception | None] = [None] * len(requests)
-    ticks: dict[int, list[Tick]] = {}
-    for i, (session, chunk) in enumerate(requests):
-        try:
-            ticks[i] = session._prepare(chunk)
-        except Exception as exc:
-            results[i] = exc
+    results: list[list[FeedResult | Exception | None]] = [[None] * len(chunks) for _, chunks in requests]
+    failed: dict[int, int] = {}  # request -> index of the chunk whose analysis raised a bug
+    ticks: dict[int, list[tuple[Tick, int]]] = {}  # request -> (tick, index of the chunk it comes from)
+    for i, (session, chunks) in enumerate(requests):
+        ticks[i] = []
+        for k, chunk in enumerate(chunks):
+            try:
+                ticks[i] += [(tick, k) for tick in session._prepare(chunk)]
+            except MediaError as exc:
+                results[i][k] = exc
+            except Exception as exc:
+                results[i][k], failed[i] = exc, k
+                break
     groups: dict[tuple[type, ...], list[int]] = {}
-    for i in ticks:
-        groups.setdefault(tuple(type(stage) for stage in requests[i][0].stages), []).append(i)
+    for i, (session, _) in enumerate(requests):
+        groups.setdefault(tuple(type(stage) for stage in session.stages), []).append(i)
     for kinds, members in groups.items():
         for pos in range(len(kinds)):
-            live = [i for i in members if results[i] is None]
-            outs: dict[int, list[Tick]] = {i: [] for i in live}
+            live = [i for i in members if i not in failed]
+            outs: dict[int, list[tuple[Tick, int]]] = {i: [] for i in live}
             for j in range(max((len(ticks[i]) for i in live), default=0)):  # round j: each session's j-th tick
-                batch = [i for i in live if len(ticks[i]) > j and results[i] is None]
+                batch = [i for i in live if len(ticks[i]) > j and i not in failed]
                 if not batch:
                     continue
-                for i, out in zip(batch, push_batch([requests[i][0].stages[pos] for i in batch], [ticks[i][j] for i in batch])):
+                pushed = push_batch([requests[i][0].stages[pos] for i in batch], [ticks[i][j][0] for i in batch])
+                for i, out in zip(batch, pushed):
+                    cause = ticks[i][j][1]  # what a stage releases on a tick, that tick's chunk made final
                     if isinstance(out, Exception):
-                        results[i] = out
+                        results[i][cause], failed[i] = out, cause
                     else:
-                        outs[i] += out
+                        outs[i] += [(tick, cause) for tick in out]
             for i in live:
-                ticks[i] = outs[i]
-    for i, t in ticks.items():
-        if results[i] is None:
-            results[i] = requests[i][0]._result(t, started)
+                if i not in failed:
+                    ticks[i] = outs[i]
+    for i, (session, chunks) in enumerate(requests):
+        for k in range(len(chunks)):
+            if i in failed and k >= failed[i]:
+                results[i][k] = results[i][failed[i]]
+            elif results[i][k] is None:
+                released = [tick for tick, cause in ticks[i] if cause == k] if i not in failed else []
+                results[i][k] = session._result(released, started)
     return results  # type: ignore[return-value]

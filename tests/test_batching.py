@@ -80,7 +80,7 @@ def test_sessions_fed_together_get_what_each_gets_alone(streams):
     ost: list[list[np.ndarray]] = [[] for _ in streams]
     for r in range(max(len(chunks) for _, chunks in streams)):
         live = [i for i, (_, chunks) in enumerate(streams) if r < len(chunks)]
-        for i, result in zip(live, feed_many([(sessions[i], streams[i][1][r]) for i in live])):
+        for i, (result,) in zip(live, feed_many([(sessions[i], [streams[i][1][r]]) for i in live])):
             assert not isinstance(result, Exception), result
             events[i] += _events(result)
             ost[i] += [result.stems["ost"]] if "ost" in result.stems else []
@@ -110,7 +110,7 @@ def test_a_bad_frame_or_a_failing_stage_stays_in_its_own_session(streams):
     got, errors = [], {"bad_media": [], "broken": []}
     for c in face:
         junk = Chunk("video", b"\xff\xd8\xff" + bytes(50), c.t) if c.kind == "video" else c
-        results = feed_many([(good, c), (bad_media, junk), (broken, c)])
+        results = [r[0] for r in feed_many([(good, [c]), (bad_media, [junk]), (broken, [c])])]
         assert not isinstance(results[0], Exception)
         got += _events(results[0])
         if isinstance(results[1], Exception):
@@ -126,7 +126,7 @@ def test_a_bad_frame_or_a_failing_stage_stays_in_its_own_session(streams):
         _assert_same(a, b)
     assert len(got) == len(solos[0])
     with pytest.raises(ValueError):
-        feed_many([(good, face[0]), (good, face[1])])  # one chunk per session per round
+        feed_many([(good, [face[0]]), (good, [face[1]])])  # one request per session per round
 
 
 def test_the_pool_analyses_waiting_sessions_in_shared_rounds(streams):
@@ -138,10 +138,8 @@ def test_the_pool_analyses_waiting_sessions_in_shared_rounds(streams):
         def job(session, chunks):
             events = []
             for c in chunks:
-                try:
-                    events += _events((yield session, c))
-                except MediaError:
-                    events.append("refused")
+                (out,) = yield session, [c]
+                events += ["refused"] if isinstance(out, MediaError) else _events(out)
             return events + _events(session.flush())
 
         defaults = [(c, ch) for c, ch in streams if c.stages == "default"]
@@ -170,11 +168,11 @@ def test_a_job_that_raises_fails_alone_and_queued_jobs_are_cancelled_at_shutdown
     pool.submit(call(gate.wait, 30))
 
     def broken():
-        yield Session(BASE), _silence(1600)
+        yield Session(BASE), [_silence(1600)]
         raise KeyError("bug after a round")
 
     def fine():
-        out = yield Session(BASE), _silence(1600)
+        (out,) = yield Session(BASE), [_silence(1600)]
         return len(out.events)
 
     a, b = pool.submit(broken()), pool.submit(fine())
@@ -265,3 +263,38 @@ def test_batched_components_equal_one_stream_at_a_time():
         g, w = np.concatenate(got[i] + [together[i].flush()]), np.concatenate(want[i] + [alone[i].flush()])
         assert g.shape == w.shape == (60, 2)
         assert np.linalg.norm(g - w) <= 1e-5 * np.linalg.norm(w)
+
+
+def test_several_chunks_per_request_give_each_chunk_its_own_events_and_blame_the_right_one(streams):
+    (config, chunks), (_, other_chunks) = streams[1], streams[2]
+    alone = Session(config)
+    per_chunk = [_events(alone.feed(c)) for c in chunks]
+    together, other = Session(config), Session(config)
+    got = []
+    for start in range(0, len(chunks), 7):  # what a connection with 7 frames waiting sends in one round
+        mine, theirs = feed_many([(together, chunks[start:start + 7]), (other, other_chunks[start:start + 5])])
+        assert len(mine) == len(chunks[start:start + 7]) and len(theirs) == len(other_chunks[start:start + 5])
+        got += [_events(r) for r in mine]
+    assert [len(e) for e in got] == [len(e) for e in per_chunk]
+    for a, b in zip(got, per_chunk):
+        for x, y in zip(a, b):
+            _assert_same(x, y)
+
+    def boom(*_):
+        raise RuntimeError("injected bug")
+
+    sequential = Session(config)
+    sequential.stages[0]._track_face = boom
+    culprit = None
+    for k, c in enumerate(chunks):
+        try:
+            sequential.feed(c)
+        except RuntimeError:
+            culprit = k
+            break
+    assert culprit is not None and culprit > 0
+    broken = Session(config)
+    broken.stages[0]._track_face = boom
+    (results,) = feed_many([(broken, chunks)])
+    assert not any(isinstance(r, Exception) for r in results[:culprit])
+    assert all(str(r) == "injected bug" for r in results[culprit:])
