@@ -22,8 +22,8 @@ from typing import Any, Callable, Generator
 
 from stream.engine import Chunk, FeedResult, Session, feed_many
 
-GATHER_GAP_S = 0.002  # a round starts once no job has come for this long...
-GATHER_MAX_S = 0.010  # ...or this long after its first job came
+GATHER_GAP_S = 0.004  # a round starts once no job has come for this long...
+GATHER_MAX_S = 0.020  # ...or this long after its first job came
 
 Job = Generator[tuple[Session, list[Chunk]], "list[FeedResult | Exception] | BaseException", Any]
 

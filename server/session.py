@@ -1,8 +1,9 @@
 """One WebSocket connection speaking docs/protocol.md: hello/welcome, frames -> engine, acks.
 
 Reading and analysis are decoupled by a bounded queue: the reader validates frames and enqueues
-them; one analysis task per connection takes what is queued, feeds the engine (in the server's
-thread pool), writes state + events to the store, and only then sends events and the ``ack``.
+them; one analysis task per connection takes what is queued, feeds the engine (as a job of the
+server's analysis pool, together with the other sessions': server/analysis.py), writes state +
+events to the store, and only then sends events and the ``ack``.
 When analysis falls behind, video frames are dropped first (counted, reported in events); audio
 is never dropped: a full queue stops the reader, and TCP pushes back on the client.
 """

@@ -8,6 +8,12 @@ the id of the component that produced each field.
 
 Every stage's state (held ticks included) goes into ``state_dict()``, which must be picklable and
 small: a stage must drop heavy inputs (``Tick.frame``) once it has used them.
+
+A stage class may also have a static ``push_batch(stages, ticks)``: one tick into each of several
+instances (one per session) at once, returning per instance what ``push`` would (or the exception
+it raised, see :func:`apply_each`). ``stream.engine.feed_many`` uses it to run the stage's models
+once for all the sessions a server process analyses in the same round; ``push`` is then
+``single(Cls.push_batch([self], [tick]))``, so one code path serves both.
 """
 from __future__ import annotations
 
