@@ -92,10 +92,14 @@ RUNTIME_LIBS = (  # shared libraries fluidsynth/espeak-ng need that a bare syste
 )
 
 
-# Builder recipes: "v3" (default) adds the MIDI renders and espeak-ng speech and draws the OST
+# Builder recipes: "v4" adds hedgewars-data's recorded voices to v3's sources; "v3" (default) adds the MIDI renders and espeak-ng speech and draws the OST
 # as speech 0.5 / TTS 0.3 / effects 0.2; "v2" is the builder that made the v1/v2 training and
 # validation sets (flite is the only TTS, no MIDI, 0.6 / 0.2 / 0.2): it rebuilds those bit for bit.
 RECIPES: dict[str, dict] = {
+    "v4": {"midi": True, "espeak": True, "ost_weights": {"speech": 0.5, "tts": 0.3, "effect": 0.2},
+           # more real voices: hedgewars-data's 15 voice packs (839 lines, 15 min; English, Spanish,
+           # Polish, Russian, Ukrainian; GFDL-1.3), speakers none of the other packages has
+           "extra_sources": {"speech": {"hedgewars-data": ("usr/share/games/hedgewars/Data/Sounds/voices/*/*.ogg",)}}},
     "v3": {"midi": True, "espeak": True, "ost_weights": {"speech": 0.5, "tts": 0.3, "effect": 0.2}},
     "v2": {"midi": False, "espeak": False, "ost_weights": {"speech": 0.6, "tts": 0.2, "effect": 0.2}},
 }
@@ -488,6 +492,9 @@ def build_mixtures(
     if recipe not in RECIPES:
         raise DataError(f"unknown recipe {recipe!r}; choose from {', '.join(RECIPES)}")
     r = RECIPES[recipe]
+    if table is None and not test and r.get("extra_sources"):
+        extra = r["extra_sources"]
+        table = {kind: {**TRAIN_SOURCES.get(kind, {}), **extra.get(kind, {})} for kind in [*TRAIN_SOURCES, *extra]}
     sources = discover_sources(test=test, table=table, tts=tts, midi=midi and r["midi"], espeak=r["espeak"])
     splits = ("test",) if test else ("train", "val")
     pools = {sp: _Pool([s for s in sources if s.split == sp], r["ost_weights"]) for sp in splits}
