@@ -165,3 +165,11 @@ def test_recipe_v2_builds_without_the_v3_sources(tmp_path):
     assert any(k.startswith("openttd-openmsx/") for k in index["sources"]["train"])
     with pytest.raises(DataError, match="unknown recipe"):
         build_mixtures(tmp_path / "x", hours=0.01, table=TINY, tts=False, recipe="v9")
+
+
+def test_recipe_v4_adds_recorded_voices_and_no_reserved_package():
+    v3, v4 = D.source_table("v3"), D.source_table("v4")
+    assert v3 == D.TRAIN_SOURCES
+    assert v4["speech"]["hedgewars-data"] and "hedgewars-data" not in v3["speech"]
+    assert {k: {p: g for p, g in v.items() if p != "hedgewars-data"} for k, v in v4.items()} == v3
+    assert not {p for kind in v4.values() for p in kind} & D.RESERVED_PACKAGES

@@ -98,3 +98,17 @@ def test_selfcheck_reports_lag_stride_rtf_and_delta(model):
     assert report["lag_ms"] == 32.0 and report["stride_ms"] == 16.0
     assert report["delta"] <= 1e-5
     assert report["rtf"] > 0
+
+
+def test_the_shared_window_is_a_normal_tensor_even_when_made_in_inference_mode():
+    import torch
+
+    from stream.separator import transforms as T
+
+    T.window.cache_clear()
+    with torch.inference_mode():
+        first = T.window()
+    assert not first.is_inference()  # training multiplies by it and saves it for backward
+    x = torch.ones(T.N_FFT, requires_grad=True)
+    (x * T.window()).sum().backward()
+    assert torch.allclose(x.grad, T.window())

@@ -182,6 +182,12 @@ class Source:
     split: str  # "train" | "val" | "test"
 
 
+def source_table(recipe: str) -> dict[str, dict[str, tuple[str, ...]]]:
+    """The packages a recipe's train/validation sets draw from (kind -> package -> globs)."""
+    extra = RECIPES[recipe].get("extra_sources", {})
+    return {kind: {**TRAIN_SOURCES.get(kind, {}), **extra.get(kind, {})} for kind in dict.fromkeys([*TRAIN_SOURCES, *extra])}
+
+
 def split_of(key: str) -> str:
     bucket = int(hashlib.sha1(key.encode()).hexdigest(), 16) % VAL_BUCKETS
     return "val" if bucket == 0 else "train"
@@ -492,9 +498,8 @@ def build_mixtures(
     if recipe not in RECIPES:
         raise DataError(f"unknown recipe {recipe!r}; choose from {', '.join(RECIPES)}")
     r = RECIPES[recipe]
-    if table is None and not test and r.get("extra_sources"):
-        extra = r["extra_sources"]
-        table = {kind: {**TRAIN_SOURCES.get(kind, {}), **extra.get(kind, {})} for kind in [*TRAIN_SOURCES, *extra]}
+    if table is None and not test:
+        table = source_table(recipe)
     sources = discover_sources(test=test, table=table, tts=tts, midi=midi and r["midi"], espeak=r["espeak"])
     splits = ("test",) if test else ("train", "val")
     pools = {sp: _Pool([s for s in sources if s.split == sp], r["ost_weights"]) for sp in splits}

@@ -24,8 +24,10 @@ assert N_FFT == 2 * HOP  # 50 % overlap: the streamer's overlap-add adds two hal
 
 @lru_cache(maxsize=4)
 def window(dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """sqrt-Hann, periodic; shape ``(N_FFT,)`` (one shared tensor per dtype: never modify it)."""
-    return torch.hann_window(N_FFT, periodic=True, dtype=dtype).sqrt()
+    """sqrt-Hann, periodic; shape ``(N_FFT,)`` (one shared tensor per dtype: never modify it).
+    Made outside inference mode, whoever asks first: training saves it for backward."""
+    with torch.inference_mode(False):
+        return torch.hann_window(N_FFT, periodic=True, dtype=dtype).sqrt()
 
 
 def n_frames(n_samples: int) -> int:
