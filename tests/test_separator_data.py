@@ -173,3 +173,18 @@ def test_recipe_v4_adds_recorded_voices_and_no_reserved_package():
     assert v4["speech"]["hedgewars-data"] and "hedgewars-data" not in v3["speech"]
     assert {k: {p: g for p, g in v.items() if p != "hedgewars-data"} for k, v in v4.items()} == v3
     assert not {p for kind in v4.values() for p in kind} & D.RESERVED_PACKAGES
+
+
+def test_loud_music_draws_more_drowned_speech_in_training_clips_only(tmp_path):
+    index = build_mixtures(tmp_path / "v5", hours=0.2, seed=4, table=TINY, tts=False, recipe="v5")
+    clips = load_clips(tmp_path / "v5")
+    ratios = {sp: [c.meta["music_to_ost_db"] for c in clips if c.split == sp and c.meta["kind"] == "both"]
+              for sp in ("train", "val")}
+    assert index["recipe"] == "v5" and len(ratios["train"]) > 60
+    loud = np.mean(np.array(ratios["train"]) >= 0.0)
+    assert 0.45 < loud < 0.75  # 30 % from 0..+10 dB plus 40 % of the rest from the plain range
+    assert all(-15.0 <= r <= 10.0 for r in ratios["train"] + ratios["val"])
+    plain = build_mixtures(tmp_path / "v4", hours=0.2, seed=4, table=TINY, tts=False, recipe="v4")
+    assert plain["recipe"] == "v4"
+    plain_ratios = [c.meta["music_to_ost_db"] for c in load_clips(tmp_path / "v4") if c.split == "train" and c.meta["kind"] == "both"]
+    assert np.mean(np.array(plain_ratios) >= 0.0) < 0.6

@@ -89,7 +89,7 @@ def register(groups: dict) -> None:
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--hours", type=float, default=1.5, help="total duration of the 4 s clips (default 1.5)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    p.add_argument("--recipe", default="v3", choices=("v4", "v3", "v2"),
+    p.add_argument("--recipe", default="v3", choices=("v5", "v4", "v3", "v2"),
                    help="v3 (default): with MIDI renders and espeak-ng speech; v2: the builder of the v1/v2 sets (rebuilds them bit for bit)")
     p.add_argument("--test", action="store_true", help="build a held-out TEST set from the evaluation-reserved packages (never train on it)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
