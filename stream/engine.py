@@ -434,13 +434,7 @@ def push_batch(stages: Sequence[Stage], ticks: Sequence[Tick]) -> list[list[Tick
     batched = getattr(type(stages[0]), "push_batch", None)
     if batched is not None:
         return batched(stages, ticks)
-    out: list[list[Tick] | Exception] = []
-    for stage, tick in zip(stages, ticks):
-        try:
-            out.append(stage.push(tick))
-        except Exception as exc:
-            out.append(exc)
-    return out
+    return apply_each(lambda stage, tick: stage.push(tick), stages, ticks)
 
 
 def feed_many(requests: Sequence[tuple[Session, Sequence[Chunk]]]) -> list[list[FeedResult | Exception]]:

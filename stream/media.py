@@ -233,11 +233,6 @@ def rgb_to_luma(rgb: np.ndarray) -> np.ndarray:
     return rgb[..., 0] * np.float32(0.299) + rgb[..., 1] * np.float32(0.587) + rgb[..., 2] * np.float32(0.114)
 
 
-def as_rgb(frame: "np.ndarray | Picture") -> np.ndarray:
-    """The RGB pixels of a tick's frame, whether it is already an array or a :class:`Picture`."""
-    return frame.rgb() if isinstance(frame, Picture) else frame
-
-
 def image_shape(image: "np.ndarray | Picture") -> tuple[int, int]:
     """(height, width) of an RGB array or a :class:`Picture`."""
     return image.shape[:2] if isinstance(image, np.ndarray) else image.shape

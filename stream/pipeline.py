@@ -44,7 +44,7 @@ class Tick:
     index: int
     audio: np.ndarray | None  # float32 (TICK_SAMPLES,) at 16 kHz mono, or None for video-only media
     # last video frame decoded in this tick: RGB uint8 (H, W, 3), or a stream.media.Picture that
-    # makes those pixels on first use (read them with stream.media.as_rgb, sample_rgb or luma)
+    # makes those pixels on first use (read them with stream.media.sample_rgb or luma)
     frame: Any = None
     frame_t: float | None = None  # its media time, seconds
     face: FaceObservation | None = None  # None: no face in `frame` (or no frame)

@@ -22,7 +22,6 @@ import os
 import re
 import shutil
 import subprocess
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable
@@ -95,15 +94,15 @@ RUNTIME_LIBS = (  # shared libraries fluidsynth/espeak-ng need that a bare syste
 # Builder recipes: "v4" adds hedgewars-data's recorded voices to v3's sources; "v3" (default) adds the MIDI renders and espeak-ng speech and draws the OST
 # as speech 0.5 / TTS 0.3 / effects 0.2; "v2" is the builder that made the v1/v2 training and
 # validation sets (flite is the only TTS, no MIDI, 0.6 / 0.2 / 0.2): it rebuilds those bit for bit.
+# more real voices: hedgewars-data's 15 voice packs (839 lines, 15 min; English, Spanish, Polish,
+# Russian, Ukrainian; GFDL-1.3), speakers none of the other packages has
+HEDGEWARS_VOICES = {"speech": {"hedgewars-data": ("usr/share/games/hedgewars/Data/Sounds/voices/*/*.ogg",)}}
 RECIPES: dict[str, dict] = {
     "v4": {"midi": True, "espeak": True, "ost_weights": {"speech": 0.5, "tts": 0.3, "effect": 0.2},
-           # more real voices: hedgewars-data's 15 voice packs (839 lines, 15 min; English, Spanish,
-           # Polish, Russian, Ukrainian; GFDL-1.3), speakers none of the other packages has
-           "extra_sources": {"speech": {"hedgewars-data": ("usr/share/games/hedgewars/Data/Sounds/voices/*/*.ogg",)}}},
+           "extra_sources": HEDGEWARS_VOICES},
     # v4 with more mixtures where the music drowns the speech, where DFN3 beats us on validation
     "v5": {"midi": True, "espeak": True, "ost_weights": {"speech": 0.5, "tts": 0.3, "effect": 0.2},
-           "extra_sources": {"speech": {"hedgewars-data": ("usr/share/games/hedgewars/Data/Sounds/voices/*/*.ogg",)}},
-           "loud_music": 0.3},
+           "extra_sources": HEDGEWARS_VOICES, "loud_music": 0.3},
     "v3": {"midi": True, "espeak": True, "ost_weights": {"speech": 0.5, "tts": 0.3, "effect": 0.2}},
     "v2": {"midi": False, "espeak": False, "ost_weights": {"speech": 0.6, "tts": 0.2, "effect": 0.2}},
 }

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from stream.media import Picture, image_shape, luma, rgb_to_luma
+from stream.media import Picture, image_shape, luma
 from stream.pipeline import FaceObservation, Tick
 
 EXPRESSION_CLASSES = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
@@ -46,11 +46,6 @@ def _get_interpreter() -> Any:
         it.allocate_tensors()
         _interpreter = it
     return _interpreter
-
-
-def to_gray(rgb: np.ndarray) -> np.ndarray:
-    """RGB uint8 (H, W, 3) → float32 luma (H, W) in [0, 255] (ITU-R BT.601 weights, as OpenCV)."""
-    return rgb_to_luma(rgb)
 
 
 def face_crop(gray: np.ndarray, face: FaceObservation, size: int = FER_INPUT, margin_px: float = 10.0) -> np.ndarray:

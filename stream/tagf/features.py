@@ -167,7 +167,7 @@ class AudioFrontEnd:
         live = [i for i, a in enumerate(audios) if a is not None and len(a) == TICK_SAMPLES]
         for i, a in enumerate(audios):  # a tick of another length (not made by the engine): alone
             if a is not None and i not in live:
-                fronts[i]._voice_and_mel(xs[i], [np.asarray(a, np.float32)])
+                AudioFrontEnd._voice_and_mel_many([fronts[i]], [xs[i]], [np.asarray(a, np.float32)])
         if live:
             AudioFrontEnd._voice_and_mel_many([fronts[i] for i in live], [xs[i] for i in live],
                                               [np.asarray(audios[i], np.float32) for i in live])
@@ -193,9 +193,6 @@ class AudioFrontEnd:
             loud = 10.0 * math.log10(float(np.mean(np.asarray(audio, np.float64) ** 2)) + 1e-10)
         x[2] = (max(float(loud), -100.0) - LOUD_REF_DB) / LOUD_SCALE_DB
         return x
-
-    def _voice_and_mel(self, x: np.ndarray, audio: list[np.ndarray]) -> None:
-        AudioFrontEnd._voice_and_mel_many([self], [x], audio)
 
     @staticmethod
     def _voice_and_mel_many(fronts: "list[AudioFrontEnd]", xs: list[np.ndarray], audios: list[np.ndarray]) -> None:

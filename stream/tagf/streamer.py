@@ -119,14 +119,9 @@ class TagfStreamer:
         first = group[0]
         dv = first.cfg.visual_dim
         x = torch.stack([st.raw for st in group])  # (B, n, DV_IN + DA_IN)
-        cache = None
-        if all(st.cache is not None for st in group):
-            cache = {k: [(torch.cat([st.cache[k][j][0] for st in group]), torch.cat([st.cache[k][j][1] for st in group]))
-                         for j in range(len(first.cache[k]))] for k in first.cache}
-        elif any(st.cache is not None for st in group):  # mixed: one stream at a time
-            for st in group:
-                TagfStreamer._encode_group([st])
-            return
+        # every stream has its convolution caches (made by reset(), or loaded): stack them
+        cache = {k: [(torch.cat([st.cache[k][j][0] for st in group]), torch.cat([st.cache[k][j][1] for st in group]))
+                     for j in range(len(first.cache[k]))] for k in first.cache}
         v, a, cache = first.model.encode_step(x[..., :dv], x[..., dv:], cache)
         for b, st in enumerate(group):
             st.cache = {k: [(c0[b:b + 1].clone(), c1[b:b + 1].clone()) for c0, c1 in layers] for k, layers in cache.items()}
