@@ -30,6 +30,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
+from benchmarks.host import host_info  # noqa: E402
+
 
 def _time(fn, n: int) -> float:
     fn()  # warm-up
@@ -171,7 +173,8 @@ def main() -> int:
     print(f"{'front-end':<44} {'cost':>10}")
     for key, val in rows.items():
         print(f"{key:<44} {val:>10.3f}" if isinstance(val, float) else f"{key:<44} {val:>10}")
-    print(json.dumps({"name": "tagf-frontends", **{k: round(v, 4) if isinstance(v, float) else v for k, v in rows.items()}}))
+    print(json.dumps({"name": "tagf-frontends", **{k: round(v, 4) if isinstance(v, float) else v for k, v in rows.items()},
+                      "host": host_info()}))
     return 0
 
 

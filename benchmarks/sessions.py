@@ -29,6 +29,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.host import host_info  # noqa: E402
 from server.client import PushClient  # noqa: E402
 from stream.engine import Chunk  # noqa: E402
 from stream.media import encode_jpeg  # noqa: E402
@@ -149,6 +150,7 @@ def main() -> int:
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 2, help="analysis threads per server process")
     args = ap.parse_args()
 
+    host = host_info()  # before the servers start: the reference workload needs a quiet host
     chunks = file_chunks(args.source, args.seconds, args.fps) if args.source else synthetic_chunks(args.seconds, args.fps, 0)
     use_redis = bool(args.redis) and redis_reachable(args.redis)
     prefix = f"vibescope-bench:{uuid.uuid4().hex[:8]}:"
@@ -221,6 +223,7 @@ def main() -> int:
         # sessions fed per lock-step analysis round (server/analysis.py)
         "sessions_per_round": round(m.get("vibescope_analysis_requests_total", 0.0)
                                     / max(m.get("vibescope_analysis_rounds_total", 0.0), 1.0), 2),
+        "host": host,  # benchmarks/host.py: compare tables of two hosts by their ref_ms
     }
     extra = {"wall_s": round(wall, 1), "client_cpu_cores": round(client_cpu / wall, 3),
              "reconnects": sum(r["reconnects"] for r in results), "errors": sum(r["errors"] for r in results),
