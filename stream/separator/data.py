@@ -91,13 +91,21 @@ RUNTIME_LIBS = (  # shared libraries fluidsynth/espeak-ng need that a bare syste
 )
 
 
-# Builder recipes: "v4" adds hedgewars-data's recorded voices to v3's sources; "v3" (default) adds the MIDI renders and espeak-ng speech and draws the OST
+# Builder recipes: "v7" adds Asterisk's voice prompts to v5; "v4" adds hedgewars-data's recorded voices to v3's sources; "v3" (default) adds the MIDI renders and espeak-ng speech and draws the OST
 # as speech 0.5 / TTS 0.3 / effects 0.2; "v2" is the builder that made the v1/v2 training and
 # validation sets (flite is the only TTS, no MIDI, 0.6 / 0.2 / 0.2): it rebuilds those bit for bit.
 # more real voices: hedgewars-data's 15 voice packs (839 lines, 15 min; English, Spanish, Polish,
 # Russian, Ukrainian; GFDL-1.3), speakers none of the other packages has
 HEDGEWARS_VOICES = {"speech": {"hedgewars-data": ("usr/share/games/hedgewars/Data/Sounds/voices/*/*.ogg",)}}
+# clean studio speech: Asterisk's core voice prompts, G.722 (16 kHz wideband), 2831 prompts, about
+# 2.4 h, five speakers in English, Spanish, French, Italian and Russian (CC-BY-SA-3.0 / CC-BY-3.0)
+ASTERISK_VOICES = {"speech": {f"asterisk-core-sounds-{lang}-g722": ("usr/share/asterisk/sounds/**/*.g722",)
+                              for lang in ("en", "es", "fr", "it", "ru")}}
 RECIPES: dict[str, dict] = {
+    # v5 with clean studio-recorded speech in five languages
+    "v7": {"midi": True, "espeak": True, "ost_weights": {"speech": 0.5, "tts": 0.3, "effect": 0.2},
+           "extra_sources": {"speech": {**HEDGEWARS_VOICES["speech"], **ASTERISK_VOICES["speech"]}},
+           "loud_music": 0.3},
     "v4": {"midi": True, "espeak": True, "ost_weights": {"speech": 0.5, "tts": 0.3, "effect": 0.2},
            "extra_sources": HEDGEWARS_VOICES},
     # v4 with more mixtures where the music drowns the speech, where DFN3 beats us on validation
