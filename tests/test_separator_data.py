@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -188,3 +189,27 @@ def test_loud_music_draws_more_drowned_speech_in_training_clips_only(tmp_path):
     assert plain["recipe"] == "v4"
     plain_ratios = [c.meta["music_to_ost_db"] for c in load_clips(tmp_path / "v4") if c.split == "train" and c.meta["kind"] == "both"]
     assert np.mean(np.array(plain_ratios) >= 0.0) < 0.6
+
+
+def test_recipe_v7_adds_asterisk_prompts_to_v5_and_they_decode_at_16k():
+    v5, v7 = D.source_table("v5"), D.source_table("v7")
+    added = {p for p in v7["speech"] if p not in v5["speech"]}
+    assert added == {f"asterisk-core-sounds-{lang}-g722" for lang in ("en", "es", "fr", "it", "ru")}
+    assert {k: {p: g for p, g in v.items() if p not in added} for k, v in v7.items()} == v5
+    assert not {p for kind in v7.values() for p in kind} & D.RESERVED_PACKAGES
+    assert D.RECIPES["v7"]["loud_music"] == D.RECIPES["v5"]["loud_music"]
+    root = fetch_package("asterisk-core-sounds-en-g722")
+    prompts = sorted(root.glob(v7["speech"]["asterisk-core-sounds-en-g722"][0]))
+    assert len(prompts) > 400
+    audio = D.decode_audio(next(p for p in prompts if p.name == "hello-world.g722"))
+    assert 0.5 < len(audio) / 16000 < 5.0  # "hello world", raw G.722 read by PyAV at 16 kHz
+    assert 0.01 < float(np.sqrt(np.mean(audio ** 2))) < 0.5
+
+
+def test_cache_dir_ignores_an_empty_variable(monkeypatch, tmp_path):
+    from stream import cache_dir
+
+    monkeypatch.setenv("VIBESCOPE_CACHE", "")
+    assert cache_dir() == Path("~/.cache/vibescope").expanduser()
+    monkeypatch.setenv("VIBESCOPE_CACHE", str(tmp_path))
+    assert cache_dir() == tmp_path

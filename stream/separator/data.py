@@ -29,6 +29,8 @@ from typing import Callable, Iterable
 import av
 import numpy as np
 
+from stream import cache_dir
+
 from .wavio import read_wav, write_wav
 
 SAMPLE_RATE = 16000
@@ -118,10 +120,6 @@ RECIPES: dict[str, dict] = {
 
 class DataError(RuntimeError):
     """A user-facing failure while building data (bad arguments, apt failure)."""
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("VIBESCOPE_CACHE", "~/.cache/vibescope")).expanduser()
 
 
 def fetch_package(name: str) -> Path:

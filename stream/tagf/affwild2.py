@@ -20,6 +20,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from stream import cache_dir
 from stream.pipeline import SAMPLE_RATE, TICK_SAMPLES, TICK_SECONDS, FaceObservation, Tick
 
 UNLABELLED = -5.0
@@ -134,7 +135,7 @@ class AffWild2:
     def __init__(self, root: str | os.PathLike, features_cache: str | os.PathLike | None = None,
                  detector: Callable[[np.ndarray], FaceObservation | None] | None = None) -> None:
         self.root = Path(root)
-        cache = features_cache or Path(os.environ.get("VIBESCOPE_CACHE", Path.home() / ".cache" / "vibescope")) / "affwild2-features"
+        cache = features_cache or cache_dir() / "affwild2-features"
         self.cache = Path(cache)
         self.detector = detector
         self._videos: dict[str, Path] | None = None
