@@ -93,7 +93,7 @@ RUNTIME_LIBS = (  # shared libraries fluidsynth/espeak-ng need that a bare syste
 )
 
 
-# Builder recipes: "v7" adds Asterisk's voice prompts to v5; "v4" adds hedgewars-data's recorded voices to v3's sources; "v3" (default) adds the MIDI renders and espeak-ng speech and draws the OST
+# Builder recipes: "v8" adds MegaGlest's voice lines to v7; "v7" adds Asterisk's voice prompts to v5; "v4" adds hedgewars-data's recorded voices to v3's sources; "v3" (default) adds the MIDI renders and espeak-ng speech and draws the OST
 # as speech 0.5 / TTS 0.3 / effects 0.2; "v2" is the builder that made the v1/v2 training and
 # validation sets (flite is the only TTS, no MIDI, 0.6 / 0.2 / 0.2): it rebuilds those bit for bit.
 # more real voices: hedgewars-data's 15 voice packs (839 lines, 15 min; English, Spanish, Polish,
@@ -103,7 +103,16 @@ HEDGEWARS_VOICES = {"speech": {"hedgewars-data": ("usr/share/games/hedgewars/Dat
 # 2.4 h, five speakers in English, Spanish, French, Italian and Russian (CC-BY-SA-3.0 / CC-BY-3.0)
 ASTERISK_VOICES = {"speech": {f"asterisk-core-sounds-{lang}-g722": ("usr/share/asterisk/sounds/**/*.g722",)
                               for lang in ("en", "es", "fr", "it", "ru")}}
+# more actors: MegaGlest's unit voice lines (acknowledge / select: 399 lines, 6 min, seven factions'
+# voice actors; CC-BY-SA-3.0); its attack/die/hit sounds are left out (grunts, weapons)
+MEGAGLEST_VOICES = {"speech": {"megaglest-data": tuple(
+    f"usr/share/games/megaglest/techs/megapack/factions/*/units/*/sounds/*_{what}*.wav" for what in ("ack", "select"))}}
 RECIPES: dict[str, dict] = {
+    # v7 with MegaGlest's voice actors
+    "v8": {"midi": True, "espeak": True, "ost_weights": {"speech": 0.5, "tts": 0.3, "effect": 0.2},
+           "extra_sources": {"speech": {**HEDGEWARS_VOICES["speech"], **ASTERISK_VOICES["speech"],
+                                        **MEGAGLEST_VOICES["speech"]}},
+           "loud_music": 0.3},
     # v5 with clean studio-recorded speech in five languages
     "v7": {"midi": True, "espeak": True, "ost_weights": {"speech": 0.5, "tts": 0.3, "effect": 0.2},
            "extra_sources": {"speech": {**HEDGEWARS_VOICES["speech"], **ASTERISK_VOICES["speech"]}},
