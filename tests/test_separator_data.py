@@ -213,3 +213,12 @@ def test_cache_dir_ignores_an_empty_variable(monkeypatch, tmp_path):
     assert cache_dir() == Path("~/.cache/vibescope").expanduser()
     monkeypatch.setenv("VIBESCOPE_CACHE", str(tmp_path))
     assert cache_dir() == tmp_path
+
+
+def test_recipe_v8_adds_megaglest_voice_lines_to_v7():
+    v7, v8 = D.source_table("v7"), D.source_table("v8")
+    assert set(v8["speech"]) - set(v7["speech"]) == {"megaglest-data"}
+    assert {k: {p: g for p, g in v.items() if p != "megaglest-data"} for k, v in v8.items()} == v7
+    globs = v8["speech"]["megaglest-data"]
+    assert all(g.endswith(".wav") and ("_ack" in g or "_select" in g) for g in globs)  # voices, not grunts
+    assert "megaglest-data" not in D.RESERVED_PACKAGES
