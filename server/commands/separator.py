@@ -89,9 +89,9 @@ def register(groups: dict) -> None:
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--hours", type=float, default=1.5, help="total duration of the 4 s clips (default 1.5)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    p.add_argument("--recipe", default="v3", choices=("v8", "v7", "v5", "v4", "v3", "v2"),
+    p.add_argument("--recipe", default="v3", choices=("v10", "v8", "v7", "v5", "v4", "v3", "v2"),
                    help="v3 (default): with MIDI renders and espeak-ng speech; v4: + hedgewars voices; v5: + louder "
-                   "music in training; v7: + Asterisk's voice prompts; v8: + MegaGlest's voice lines; v2: the builder of the v1/v2 sets (rebuilds them bit for bit)")
+                   "music in training; v7: + Asterisk's voice prompts; v8: + MegaGlest's voice lines; v10: + an Italian prompt voice and on-hold music; v2: the builder of the v1/v2 sets (rebuilds them bit for bit)")
     p.add_argument("--test", action="store_true", help="build a held-out TEST set from the evaluation-reserved packages (never train on it)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_data)

@@ -93,7 +93,7 @@ RUNTIME_LIBS = (  # shared libraries fluidsynth/espeak-ng need that a bare syste
 )
 
 
-# Builder recipes: "v8" adds MegaGlest's voice lines to v7; "v7" adds Asterisk's voice prompts to v5; "v4" adds hedgewars-data's recorded voices to v3's sources; "v3" (default) adds the MIDI renders and espeak-ng speech and draws the OST
+# Builder recipes: "v10" adds an Italian prompt voice and on-hold music to v8; "v8" adds MegaGlest's voice lines to v7; "v7" adds Asterisk's voice prompts to v5; "v4" adds hedgewars-data's recorded voices to v3's sources; "v3" (default) adds the MIDI renders and espeak-ng speech and draws the OST
 # as speech 0.5 / TTS 0.3 / effects 0.2; "v2" is the builder that made the v1/v2 training and
 # validation sets (flite is the only TTS, no MIDI, 0.6 / 0.2 / 0.2): it rebuilds those bit for bit.
 # more real voices: hedgewars-data's 15 voice packs (839 lines, 15 min; English, Spanish, Polish,
@@ -107,7 +107,18 @@ ASTERISK_VOICES = {"speech": {f"asterisk-core-sounds-{lang}-g722": ("usr/share/a
 # voice actors; CC-BY-SA-3.0); its attack/die/hit sounds are left out (grunts, weapons)
 MEGAGLEST_VOICES = {"speech": {"megaglest-data": tuple(
     f"usr/share/games/megaglest/techs/megapack/factions/*/units/*/sounds/*_{what}*.wav" for what in ("ack", "select"))}}
+# one more studio speaker (Asterisk's Italian prompts by Paola Menardi, 555 prompts, 25 min, 8 kHz PCM,
+# CC-BY-SA-3.0) and on-hold music in the style of added BGM (Asterisk's opsound tracks, 5 tracks,
+# 18 min, 16 kHz G.722, CC-BY-SA-3.0)
+ASTERISK_MORE = {"speech": {"asterisk-prompt-it-menardi-wav": ("usr/share/asterisk/sounds/it_IT_f_Menardi/**/*.wav",)},
+                 "music": {"asterisk-moh-opsound-g722": ("usr/share/asterisk/moh/*.g722",)}}
 RECIPES: dict[str, dict] = {
+    # v8 with one more studio speaker and on-hold music
+    "v10": {"midi": True, "espeak": True, "ost_weights": {"speech": 0.5, "tts": 0.3, "effect": 0.2},
+            "extra_sources": {"speech": {**HEDGEWARS_VOICES["speech"], **ASTERISK_VOICES["speech"],
+                                         **MEGAGLEST_VOICES["speech"], **ASTERISK_MORE["speech"]},
+                              "music": ASTERISK_MORE["music"]},
+            "loud_music": 0.3},
     # v7 with MegaGlest's voice actors
     "v8": {"midi": True, "espeak": True, "ost_weights": {"speech": 0.5, "tts": 0.3, "effect": 0.2},
            "extra_sources": {"speech": {**HEDGEWARS_VOICES["speech"], **ASTERISK_VOICES["speech"],
