@@ -222,3 +222,11 @@ def test_recipe_v8_adds_megaglest_voice_lines_to_v7():
     globs = v8["speech"]["megaglest-data"]
     assert all(g.endswith(".wav") and ("_ack" in g or "_select" in g) for g in globs)  # voices, not grunts
     assert "megaglest-data" not in D.RESERVED_PACKAGES
+
+
+def test_recipe_v10_adds_a_prompt_voice_and_on_hold_music_to_v8():
+    v8, v10 = D.source_table("v8"), D.source_table("v10")
+    assert set(v10["speech"]) - set(v8["speech"]) == {"asterisk-prompt-it-menardi-wav"}
+    assert set(v10["music"]) - set(v8["music"]) == {"asterisk-moh-opsound-g722"}
+    assert v10["effect"] == v8["effect"]
+    assert not {p for kind in v10.values() for p in kind} & D.RESERVED_PACKAGES
