@@ -230,3 +230,13 @@ def test_recipe_v10_adds_a_prompt_voice_and_on_hold_music_to_v8():
     assert set(v10["music"]) - set(v8["music"]) == {"asterisk-moh-opsound-g722"}
     assert v10["effect"] == v8["effect"]
     assert not {p for kind in v10.values() for p in kind} & D.RESERVED_PACKAGES
+
+
+def test_the_cli_offers_every_recipe():
+    from server.cli import build_parser
+
+    sub = next(a for a in build_parser()._actions if a.choices and "data" in a.choices)
+    data = sub.choices["data"]
+    mixtures = next(a for a in data._actions if a.choices and "sep-mixtures" in a.choices).choices["sep-mixtures"]
+    recipe = next(a for a in mixtures._actions if a.dest == "recipe")
+    assert set(recipe.choices) == set(D.RECIPES) and recipe.default == "v3"

@@ -93,9 +93,12 @@ RUNTIME_LIBS = (  # shared libraries fluidsynth/espeak-ng need that a bare syste
 )
 
 
-# Builder recipes: "v10" adds an Italian prompt voice and on-hold music to v8; "v8" adds MegaGlest's voice lines to v7; "v7" adds Asterisk's voice prompts to v5; "v4" adds hedgewars-data's recorded voices to v3's sources; "v3" (default) adds the MIDI renders and espeak-ng speech and draws the OST
-# as speech 0.5 / TTS 0.3 / effects 0.2; "v2" is the builder that made the v1/v2 training and
+# Builder recipes. "v3" (default) adds the MIDI renders and espeak-ng speech and draws the OST as
+# speech 0.5 / TTS 0.3 / effects 0.2; "v2" is the builder that made the v1/v2 training and
 # validation sets (flite is the only TTS, no MIDI, 0.6 / 0.2 / 0.2): it rebuilds those bit for bit.
+# Each later recipe is the one before it with more sources (kind -> package -> globs) or another
+# option: v4 = v3 + HEDGEWARS_VOICES; v5 = v4 + loud_music; v7 = v5 + ASTERISK_VOICES;
+# v8 = v7 + MEGAGLEST_VOICES; v10 = v8 + ASTERISK_MORE.
 # more real voices: hedgewars-data's 15 voice packs (839 lines, 15 min; English, Spanish, Polish,
 # Russian, Ukrainian; GFDL-1.3), speakers none of the other packages has
 HEDGEWARS_VOICES = {"speech": {"hedgewars-data": ("usr/share/games/hedgewars/Data/Sounds/voices/*/*.ogg",)}}
@@ -112,28 +115,28 @@ MEGAGLEST_VOICES = {"speech": {"megaglest-data": tuple(
 # 18 min, 16 kHz G.722, CC-BY-SA-3.0)
 ASTERISK_MORE = {"speech": {"asterisk-prompt-it-menardi-wav": ("usr/share/asterisk/sounds/it_IT_f_Menardi/**/*.wav",)},
                  "music": {"asterisk-moh-opsound-g722": ("usr/share/asterisk/moh/*.g722",)}}
+
+
+def _extend(base: dict, sources: dict | None = None, **options) -> dict:
+    """Recipe ``base`` with more extra sources (kind -> package -> globs, after its own) and options."""
+    extra = {kind: dict(packages) for kind, packages in base.get("extra_sources", {}).items()}
+    for kind, packages in (sources or {}).items():
+        extra[kind] = {**extra.get(kind, {}), **packages}
+    return {**base, **({"extra_sources": extra} if extra else {}), **options}
+
+
+_V3 = {"midi": True, "espeak": True, "ost_weights": {"speech": 0.5, "tts": 0.3, "effect": 0.2}}
+_V4 = _extend(_V3, HEDGEWARS_VOICES)
+_V5 = _extend(_V4, loud_music=0.3)  # more mixtures where the music drowns the speech (training clips only)
+_V7 = _extend(_V5, ASTERISK_VOICES)
+_V8 = _extend(_V7, MEGAGLEST_VOICES)
 RECIPES: dict[str, dict] = {
-    # v8 with one more studio speaker and on-hold music
-    "v10": {"midi": True, "espeak": True, "ost_weights": {"speech": 0.5, "tts": 0.3, "effect": 0.2},
-            "extra_sources": {"speech": {**HEDGEWARS_VOICES["speech"], **ASTERISK_VOICES["speech"],
-                                         **MEGAGLEST_VOICES["speech"], **ASTERISK_MORE["speech"]},
-                              "music": ASTERISK_MORE["music"]},
-            "loud_music": 0.3},
-    # v7 with MegaGlest's voice actors
-    "v8": {"midi": True, "espeak": True, "ost_weights": {"speech": 0.5, "tts": 0.3, "effect": 0.2},
-           "extra_sources": {"speech": {**HEDGEWARS_VOICES["speech"], **ASTERISK_VOICES["speech"],
-                                        **MEGAGLEST_VOICES["speech"]}},
-           "loud_music": 0.3},
-    # v5 with clean studio-recorded speech in five languages
-    "v7": {"midi": True, "espeak": True, "ost_weights": {"speech": 0.5, "tts": 0.3, "effect": 0.2},
-           "extra_sources": {"speech": {**HEDGEWARS_VOICES["speech"], **ASTERISK_VOICES["speech"]}},
-           "loud_music": 0.3},
-    "v4": {"midi": True, "espeak": True, "ost_weights": {"speech": 0.5, "tts": 0.3, "effect": 0.2},
-           "extra_sources": HEDGEWARS_VOICES},
-    # v4 with more mixtures where the music drowns the speech, where DFN3 beats us on validation
-    "v5": {"midi": True, "espeak": True, "ost_weights": {"speech": 0.5, "tts": 0.3, "effect": 0.2},
-           "extra_sources": HEDGEWARS_VOICES, "loud_music": 0.3},
-    "v3": {"midi": True, "espeak": True, "ost_weights": {"speech": 0.5, "tts": 0.3, "effect": 0.2}},
+    "v10": _extend(_V8, ASTERISK_MORE),
+    "v8": _V8,
+    "v7": _V7,
+    "v5": _V5,
+    "v4": _V4,
+    "v3": _V3,
     "v2": {"midi": False, "espeak": False, "ost_weights": {"speech": 0.6, "tts": 0.2, "effect": 0.2}},
 }
 
