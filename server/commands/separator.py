@@ -37,7 +37,8 @@ def _train(args: argparse.Namespace) -> int:
 
     if args.nice:
         os.nice(args.nice)
-    config = TrainConfig(steps=args.steps, batch=args.batch, lr=args.lr, threads=args.threads, seed=args.seed, hidden=args.hidden, layers=args.layers)
+    config = TrainConfig(steps=args.steps, batch=args.batch, lr=args.lr, threads=args.threads, seed=args.seed, hidden=args.hidden, layers=args.layers,
+                         ost_weight=args.ost_weight)
     try:
         path = train(args.data, args.out, config, resume=not args.no_resume, progress=None if args.quiet else (lambda **kw: tqdm(desc="train", unit="step", **kw)))
     except DataError as exc:
@@ -108,6 +109,8 @@ def register(groups: dict) -> None:
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--hidden", type=int, default=256, help="GRU width (default 256)")
     p.add_argument("--layers", type=int, default=2, help="GRU layers (default 2)")
+    p.add_argument("--ost-weight", type=float, default=1.0,
+                   help="weight of the OST stem's loss against the music stem's 1 (default 1)")
     p.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
     p.add_argument("--nice", type=int, default=10, help="lower the process priority by this much (default 10)")
     p.add_argument("--seed", type=int, default=0)

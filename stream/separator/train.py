@@ -11,7 +11,9 @@ Platt calibration of ``music.probability`` (fitted after training).
 
 Loss per stem: a soft-thresholded negative SNR (Wisdom et al., MixIT): ``10 log10(|s - ŝ|² +
 τ|x|²) - 10 log10(|s|² + τ|x|²)`` with τ = 1e-3, which is defined for silent stems too, plus a
-binary cross-entropy on per-frame music presence.
+binary cross-entropy on per-frame music presence. ``ost_weight`` (default 1) scales the OST
+stem's term: the stems always sum to the mixture, so weighting one trades the other's accuracy for
+its own.
 """
 from __future__ import annotations
 
@@ -48,6 +50,7 @@ class TrainConfig:
     checkpoint_every: int = 250
     hidden: int = 256
     layers: int = 2
+    ost_weight: float = 1.0  # weight of the OST stem's loss; the music stem's is 1
 
 
 def presence_labels(music: torch.Tensor, mixture: torch.Tensor) -> torch.Tensor:
@@ -237,7 +240,9 @@ def train(
     while step < config.steps:
         mixture, music, ost = sampler.batch(step, config.batch)
         est_ost, est_music, logits = model(mixture)
-        sep = thresholded_snr_loss(est_ost, ost, mixture) + thresholded_snr_loss(est_music, music, mixture)
+        loss_ost = thresholded_snr_loss(est_ost, ost, mixture)
+        loss_music = thresholded_snr_loss(est_music, music, mixture)
+        sep = config.ost_weight * loss_ost + loss_music
         bce = torch.nn.functional.binary_cross_entropy_with_logits(logits, presence_labels(music, mixture))
         loss = sep + 5.0 * bce
         opt.zero_grad(set_to_none=True)
@@ -246,7 +251,8 @@ def train(
         opt.step()
         sched.step()
         step += 1
-        ema = sep.item() if ema is None else 0.98 * ema + 0.02 * sep.item()
+        sep_sum = loss_ost.item() + loss_music.item()  # unweighted, comparable across weights
+        ema = sep_sum if ema is None else 0.98 * ema + 0.02 * sep_sum
         if bar is not None:
             bar.update(1)
             bar.set_postfix(sep_loss=f"{ema:.2f}", bce=f"{bce.item():.3f}")
@@ -260,6 +266,6 @@ def train(
     a, b = fit_calibration(model, val_clips)
     model.calibration.scale, model.calibration.bias = a, b
     final = out / "separator.pt"
-    torch.save(model.checkpoint(train={"steps": step, "batch": config.batch, "lr": config.lr, "seed": config.seed, "data": str(data), "seconds": round(time.time() - t0, 1)}), final)
+    torch.save(model.checkpoint(train={"steps": step, "batch": config.batch, "lr": config.lr, "seed": config.seed, "ost_weight": config.ost_weight, "data": str(data), "seconds": round(time.time() - t0, 1)}), final)
     log(f"wrote {final} (calibration scale {a:.3f} bias {b:.3f})")
     return final
