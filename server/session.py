@@ -274,6 +274,7 @@ class StreamConnection:
             max_video_height=self.limits.max_video_height,
             max_audio_seconds_per_chunk=self.limits.max_audio_seconds_per_frame,
             stages=self.server.config.pipeline,
+            stems=("ost",) if "ost_audio" in hello.want else (),  # the only stem the protocol sends
         )
 
     # --- reading ---------------------------------------------------------------------------

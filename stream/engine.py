@@ -36,6 +36,9 @@ class SessionConfig:
     max_video_height: int = 1080
     max_audio_seconds_per_chunk: float = 1.0
     stages: str = "default"  # name of a pipeline in PIPELINES
+    # audio stems the session returns (FeedResult.stems); a stem nobody asked for is not kept in
+    # the ticks a stage holds, so it is neither pickled nor stored with the session's state
+    stems: tuple[str, ...] = ("ost", "music")
 
     @property
     def has_audio(self) -> bool:
@@ -239,6 +242,9 @@ class Session:
     def __init__(self, config: SessionConfig | None = None) -> None:
         self.config = config or SessionConfig()
         self.stages: list[Stage] = PIPELINES[self.config.stages]()
+        for stage in self.stages:
+            if hasattr(stage, "stems"):  # the stages that make audio stems make only those asked for
+                stage.stems = tuple(self.config.stems)
         self.resampler = Resampler(self.config.audio_rate) if self.config.audio_encoding else None
         self.container = ContainerDecoder() if self.config.container else None
         self._audio = np.zeros(0, dtype=np.float32)  # 16 kHz samples not yet in a tick

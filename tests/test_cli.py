@@ -5,6 +5,7 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from assets import pyfeat_file
@@ -75,3 +76,24 @@ def test_selfcheck_reports_every_streamer_within_the_delta_bound():
         assert r["delta"] <= 1e-5 and r["rtf"] > 0
     assert next(r for r in rows if r["name"] == "separator")["lag_ms"] <= 64
     assert next(r for r in rows if r["name"] == "tagf")["lag_ms"] <= 500
+
+
+def test_push_save_ost_gets_the_stem_analyze_writes(server, tmp_path):
+    """`push --save-ost` (the server streams the OST back because hello wants "ost_audio") writes
+    the same OST samples as `analyze --stems`, whose two stems add up to the audio the engine was fed."""
+    from stream.separator.wavio import read_wav
+    from stream.source import iter_chunks
+
+    clip = str(pyfeat_file("single_face.mp4"))
+    stems = tmp_path / "stems"
+    offline = vibescope("analyze", clip, "--jsonl", "--stems", str(stems))
+    pushed = vibescope("push", clip, "--url", server.url, "--jsonl", "--speed", "max", "--save-ost", str(tmp_path / "ost.wav"))
+    assert offline.returncode == 0 and pushed.returncode == 0, offline.stderr + pushed.stderr
+    (ost, sr), (music, _), (sent, _) = (read_wav(stems / "ost.wav"), read_wav(stems / "music.wav"),
+                                        read_wav(tmp_path / "ost.wav"))
+    audio = np.concatenate([np.frombuffer(c.payload, "<i2") for c in iter_chunks(clip) if c.kind == "audio"]) / 32768
+    assert sr == 16000 and len(ost) == len(music) == len(sent) and abs(len(ost) - len(audio)) < 1600
+    np.testing.assert_array_equal(sent, ost)
+    n = min(len(ost), len(audio))
+    assert np.abs(ost[:n] + music[:n] - audio[:n]).max() < 3 / 32768  # PCM16 rounding of each stem
+    assert np.abs(ost).max() > 10 / 32768  # a stem of something, not of silence

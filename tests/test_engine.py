@@ -234,3 +234,24 @@ def test_frames_the_detector_does_not_look_at_are_never_converted_to_rgb(monkeyp
     assert 0 < len(looks) <= frames / 3  # only the whole-frame looks (every 0.4 s) need pixels
     # full-range JPEGs at their final size: the detector's grid is converted, never a whole frame
     assert conversions == []
+
+def test_a_session_keeps_only_the_audio_stems_it_asks_for(face_chunks):
+    """The server's sessions ask for no stem unless the client wants the OST back: same events,
+    no stems in the results, and a smaller saved state (stems held through TAGF's 400 ms lag
+    would be most of it)."""
+    results = {}
+    for stems in (("ost", "music"), ("ost",), ()):
+        session = Session(SessionConfig(stems=stems))
+        got, sizes, names = [], [], set()
+        for chunk in face_chunks:
+            out = session.feed(chunk)
+            got += [e.to_dict() for e in out.events]
+            names |= set(out.stems)
+            sizes.append(len(session.to_bytes()))
+        for e in got:
+            e.pop("latency_ms")
+        assert names == set(stems)
+        results[stems] = (got, max(sizes))
+    (full, big), (ost, mid), (none, small) = results.values()
+    assert full == ost == none and len(full) > 10
+    assert small < mid < big and small < 0.75 * big

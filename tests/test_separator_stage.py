@@ -58,6 +58,22 @@ def test_stems_are_aligned_with_the_tick_media_time(model, audio):
         np.testing.assert_allclose(t.stems["ost"] + t.stems["music"], t.audio, atol=1e-6)
 
 
+@pytest.mark.parametrize("kept", [(), ("ost",)])
+def test_only_the_stems_asked_for_reach_the_ticks_and_the_fields_stay(model, audio, kept):
+    """A session that wants no audio back (the server's default) keeps no stem on its ticks, so
+    none is carried through the later stages' lag or stored with the state; the fields, which are
+    measured on the stems, are the same."""
+    full = run(SeparatorStage(model), ticks(audio))
+    stage = SeparatorStage(model)
+    stage.stems = kept
+    out = run(stage, ticks(audio))
+    assert [t.fields for t in out] == [t.fields for t in full]
+    for a, b in zip(out, full):
+        assert set(a.stems) == set(kept)
+        for name in kept:
+            np.testing.assert_array_equal(a.stems[name], b.stems[name])
+
+
 def test_holds_back_exactly_one_tick(model, audio):
     stage = SeparatorStage(model)
     items = ticks(audio)

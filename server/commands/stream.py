@@ -112,7 +112,8 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     except MediaError as exc:
         print(f"vibescope analyze: {exc}", file=sys.stderr)
         return EXIT_MEDIA
-    session = Session(SessionConfig(audio_encoding="pcm16" if kinds["audio"] else None, video=kinds["video"]))
+    session = Session(SessionConfig(audio_encoding="pcm16" if kinds["audio"] else None, video=kinds["video"],
+                                    stems=("ost", "music") if args.stems else ()))
     events: list[dict[str, Any]] = []
     stems: dict[str, list[np.ndarray]] = {}
 

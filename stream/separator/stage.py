@@ -2,7 +2,7 @@
 
 Per 100 ms tick it fills ``tick.fields["music"] = {"probability", "level_db", "ost_to_music_db"}``,
 ``tick.models["music"]`` and ``tick.stems["ost"|"music"]`` (float32 ``(1600,)``, aligned with the
-tick's media time). The streamer's lag (32 ms) is under one tick, so a tick is released when the
+tick's media time; only the stems named in ``stems``, which the session sets from its config). The streamer's lag (32 ms) is under one tick, so a tick is released when the
 next one arrives (``lag_ticks = 1``), or on ``flush()``.
 
 - ``probability``: P(music present in the tick), the Platt-calibrated mean of the model's
@@ -31,6 +31,7 @@ class SeparatorStage:
 
     name = "separator"
     lag_ticks = 1
+
     def __init__(self, model: CausalMaskSeparator | None = None) -> None:
         self.model = model if model is not None else load_shared()
         self.model_id = self.model.model_id
@@ -43,6 +44,7 @@ class SeparatorStage:
         self._logit_start = 0  # frame index of self._logits[0]
         self._started = False  # has any audio reached the streamer?
         self._first_index = 0  # tick index of stream sample 0
+        self.stems: tuple[str, ...] = ("ost", "music")  # the stems put on ticks
 
     def model_info(self) -> dict[str, dict[str, Any]]:
         """field -> {id, card, validated}, for the server's ``welcome``."""
@@ -169,8 +171,9 @@ class SeparatorStage:
             "ost_to_music_db": round(10 * math.log10((e_ost + EPS) / (e_music + EPS)), 2),
         }
         tick.models["music"] = self.model_id
-        tick.stems["ost"] = ost.astype(np.float32)
-        tick.stems["music"] = music.astype(np.float32)
+        for name, x in (("ost", ost), ("music", music)):
+            if name in self.stems:
+                tick.stems[name] = x.astype(np.float32)
 
     def _fill_none(self, tick: Tick) -> Tick:
         tick.fields["music"] = {"probability": None, "level_db": None, "ost_to_music_db": None}
