@@ -115,6 +115,28 @@ def test_face_crop_levels_the_eyes() -> None:
     assert crop[:, mid].mean() < 60
 
 
+@pytest.mark.parametrize("box, eyes", [((40.0, 30.0, 110.0, 130.0), [(70.0, 80.0), (120.0, 88.0)]),  # inside, tilted
+                                       ((-20.0, -10.0, 150.0, 180.0), [(20.0, 30.0), (60.0, 10.0)]),  # over two borders
+                                       ((150.0, 120.0, 90.0, 90.0), [(190.0, 150.0), (160.0, 152.0)])])  # flipped eyes
+def test_face_crop_is_bilinear_sampling_with_the_border_value_outside(box, eyes) -> None:
+    """The crop equals scipy's order-1 spline (bilinear) sampling, edge mode, at the rotated grid."""
+    from scipy.ndimage import map_coordinates
+
+    img = np.random.default_rng(3).uniform(0, 255, (200, 220)).astype(np.float32)
+    face = FaceObservation(0.9, box, eyes, (220, 200))
+    (lx, ly), (rx, ry) = eyes
+    angle = np.arctan2(ry - ly, rx - lx)
+    angle = np.arctan2(ly - ry, lx - rx) if abs(angle) > np.pi / 2 else angle
+    side, n = max(box[2], box[3]) + 20.0, 48
+    g = ((np.arange(n) + 0.5) / n - 0.5) * side
+    uu, vv = np.meshgrid(g, g)
+    cx, cy = box[0] + box[2] / 2, box[1] + box[3] / 2
+    sx = np.clip(cx + np.cos(angle) * uu - np.sin(angle) * vv - 0.5, 0, 219)
+    sy = np.clip(cy + np.sin(angle) * uu + np.cos(angle) * vv - 0.5, 0, 199)
+    ref = map_coordinates(img.astype(np.float64), [sy, sx], order=1, mode="nearest")
+    np.testing.assert_allclose(face_crop(img, face, size=n), ref, atol=1e-3)
+
+
 def test_ticks_without_a_frame_hold_the_last_expression_for_a_while() -> None:
     stage = ExpressionStage()
     stage.last = {"label": "happy", "probabilities": {"happy": 1.0}, "geometry": None}

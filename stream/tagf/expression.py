@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import threading
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -48,6 +49,15 @@ def _get_interpreter() -> Any:
     return _interpreter
 
 
+@lru_cache(maxsize=8)
+def _unit_grid(size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Output pixel centres of a ``size`` x ``size`` crop, as offsets from its centre in units of
+    its side, flattened row by row (u along x, v along y)."""
+    g = (np.arange(size, dtype=np.float64) + 0.5) / size - 0.5
+    uu, vv = np.meshgrid(g, g)
+    return uu.ravel(), vv.ravel()
+
+
 def face_crop(gray: np.ndarray, face: FaceObservation, size: int = FER_INPUT, margin_px: float = 10.0) -> np.ndarray:
     """Square, eye-levelled crop of ``face`` from a gray image, resampled bilinearly.
 
@@ -67,24 +77,24 @@ def face_crop(gray: np.ndarray, face: FaceObservation, size: int = FER_INPUT, ma
             angle = float(np.arctan2(ry - ly, rx - lx))
             if abs(angle) > np.pi / 2:  # landmark order flipped: keep the smaller rotation
                 angle = float(np.arctan2(ly - ry, lx - rx))
-    # output pixel (u, v) → source coordinates, rotated by the eye angle about the box centre
-    g = (np.arange(size, dtype=np.float32) + 0.5) / size - 0.5
-    uu, vv = np.meshgrid(g * side, g * side)
-    ca, sa = np.cos(angle), np.sin(angle)
-    sx = cx + ca * uu - sa * vv - 0.5
-    sy = cy + sa * uu + ca * vv - 0.5
+    # output pixel (u, v) -> source coordinates, rotated by the eye angle about the box centre,
+    # clamped to the image (the border value outside it)
+    uu, vv = _unit_grid(size)
+    ca, sa = np.cos(angle) * side, np.sin(angle) * side
     hh, ww = gray.shape
-    sx = np.clip(sx, 0, ww - 1)
-    sy = np.clip(sy, 0, hh - 1)
-    x0 = np.floor(sx).astype(np.int64)
-    y0 = np.floor(sy).astype(np.int64)
-    x1 = np.minimum(x0 + 1, ww - 1)
-    y1 = np.minimum(y0 + 1, hh - 1)
-    fx = (sx - x0).astype(np.float32)
-    fy = (sy - y0).astype(np.float32)
-    top = gray[y0, x0] * (1 - fx) + gray[y0, x1] * fx
-    bot = gray[y1, x0] * (1 - fx) + gray[y1, x1] * fx
-    return (top * (1 - fy) + bot * fy).astype(np.float32)
+    sx = np.clip(ca * uu - sa * vv + (cx - 0.5), 0, ww - 1)
+    sy = np.clip(sa * uu + ca * vv + (cy - 0.5), 0, hh - 1)
+    x0, y0 = sx.astype(np.int64), sy.astype(np.int64)  # coordinates >= 0: truncation is floor
+    fx, fy = (sx - x0).astype(np.float32), (sy - y0).astype(np.float32)
+    # the four neighbours as flat indices; the right/lower one is the pixel itself at the border
+    flat = gray.ravel()
+    i00 = y0 * ww + x0
+    dx = (x0 < ww - 1).astype(np.int64)
+    dy = (y0 < hh - 1).astype(np.int64) * ww
+    p00, p01, p10, p11 = flat[i00], flat[i00 + dx], flat[i00 + dy], flat[i00 + dy + dx]
+    top = p00 + (p01 - p00) * fx
+    bot = p10 + (p11 - p10) * fx
+    return (top + (bot - top) * fy).astype(np.float32).reshape(size, size)
 
 
 def classify_expression(image: "np.ndarray | Picture", face: FaceObservation) -> np.ndarray:
