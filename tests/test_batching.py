@@ -197,6 +197,55 @@ def test_a_job_that_raises_fails_alone_and_queued_jobs_are_cancelled_at_shutdown
     assert queued.cancelled()
 
 
+def test_jobs_awaited_from_a_loop_are_handed_back_once_per_round():
+    """`AnalysisPool.run` from an event loop: each job's value, or its exception, reaches the task
+    that awaits it; the jobs that finish in one round wake the loop once, not once each; and a job
+    whose task was cancelled while it waited in the queue is not run."""
+    import asyncio
+
+    pool = AnalysisPool(1)
+    gate = threading.Event()
+    ran = []
+
+    def fine(k):
+        (out,) = yield Session(BASE), [_silence(1600)]
+        ran.append(k)
+        return k, len(out.events)
+
+    def broken():
+        yield Session(BASE), [_silence(1600)]
+        raise KeyError("bug")
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        wakes = []
+        real = loop.call_soon_threadsafe
+        loop.call_soon_threadsafe = lambda fn, *a: (wakes.append(fn), real(fn, *a))[1]
+        blocker = pool.submit(call(gate.wait, 30))  # holds the thread while the jobs queue up
+        tasks = [asyncio.ensure_future(pool.run(fine(k))) for k in range(6)]
+        failing = asyncio.ensure_future(pool.run(broken()))
+        dropped = asyncio.ensure_future(pool.run(fine(99)))
+        await asyncio.sleep(0.05)
+        dropped.cancel()
+        await asyncio.sleep(0.05)
+        gate.set()
+        assert await asyncio.wrap_future(blocker) is True
+        assert await asyncio.gather(*tasks) == [(k, 1) for k in range(6)]
+        with pytest.raises(KeyError):
+            await failing
+        with pytest.raises(asyncio.CancelledError):
+            await dropped
+        return [w.__name__ for w in wakes]
+
+    try:
+        wakes = asyncio.run(main())
+    finally:
+        pool.shutdown()
+    assert 99 not in ran and sorted(ran) == list(range(6))
+    # the seven jobs ran in one round and came back in one wake-up (wrap_future's own for the blocker)
+    assert wakes.count("_settle") == 1
+
+
 def test_batched_components_equal_one_stream_at_a_time():
     from stream.audio import SpeechDetector
     from stream.separator.streamer import SeparatorStreamer
