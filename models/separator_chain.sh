@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# How the shipped separator weights (vibescope-sep-v12, models/separator.pt) were made, as one
+# command: every data set and training run of the chain in models/separator.md, in order, each
+# fine-tune starting from the weights the run before it produced.
+#
+#   bash models/separator_chain.sh [WORK]        # default WORK=/tmp/vibescope-sep-chain
+#
+# About 2.5 h of training on a 2-core machine, plus ~15 min of data building with a cold cache
+# (needs `apt-get download`, i.e. Debian's package archive). Re-running skips finished steps: a
+# step is done when its separator.pt exists; an interrupted `train` resumes its checkpoint.
+# The result is WORK/v12/separator.pt (copy it to models/ yourself). It is the same recipe, not
+# the same bytes: the original v1 run was stopped at step 1000 and resumed with a longer schedule
+# and the then-new re-pitch augmentation (models/separator.md, Training), which one command cannot
+# replay, so expect numbers close to the card's, not equal. Afterwards it prints the card's
+# validation and test evaluations.
+set -euo pipefail
+WORK=${1:-/tmp/vibescope-sep-chain}
+VIBESCOPE=${VIBESCOPE:-vibescope}
+PYTHON=${PYTHON:-python}
+mkdir -p "$WORK"
+
+data() {  # data NAME ARGS...: build WORK/NAME once
+    local name=$1; shift
+    [ -f "$WORK/$name/.done" ] || { $VIBESCOPE data sep-mixtures --out "$WORK/$name" --quiet "$@" && touch "$WORK/$name/.done"; }
+}
+
+finetune() {  # finetune NAME FROM DATA STEPS LR [train options...]: FROM's weights, fresh Adam
+    local name=$1 from=$2 set=$3 steps=$4 lr=$5; shift 5
+    [ -f "$WORK/$name/separator.pt" ] && return
+    mkdir -p "$WORK/$name"
+    [ -f "$WORK/$name/separator.ckpt" ] || $PYTHON -m stream.separator.finetune_init "$WORK/$from/separator.pt" "$WORK/$name/separator.ckpt" "$lr"
+    $VIBESCOPE train separator --data "$WORK/$set" --out "$WORK/$name" --steps "$steps" --lr "$lr" --threads 2 "$@"
+}
+
+# v1: from scratch on the v2 recipe's first set
+data sepdata --hours 1.5 --seed 0 --recipe v2
+[ -f "$WORK/v1/separator.pt" ] || $VIBESCOPE train separator --data "$WORK/sepdata" --out "$WORK/v1" --steps 6000 --threads 2
+# v2: two short fine-tunes on more clips of the same sources
+data sepdata4h --hours 4 --seed 2 --recipe v2
+data sepdata4h3 --hours 4 --seed 3 --recipe v2
+finetune v2a v1 sepdata4h 2500 3e-4
+finetune v2 v2a sepdata4h3 1800 2e-4
+# v3: MIDI music, espeak-ng voices, OST speed/reverb augmentation
+data sepdata5 --hours 4 --seed 5 --recipe v3
+finetune v3 v2 sepdata5 5000 3e-4
+# v4: hedgewars voices; v5: louder music; v7: Asterisk prompts; v8: MegaGlest lines
+data sepdata_v4 --hours 4 --seed 7 --recipe v4
+finetune v4 v3 sepdata_v4 2500 2e-4
+data sepdata_v5 --hours 4 --seed 8 --recipe v5
+finetune v5 v4 sepdata_v5 2500 1.5e-4
+data sepdata_v7 --hours 4 --seed 10 --recipe v7
+finetune v7 v5 sepdata_v7 3000 1.5e-4
+data sepdata_v8 --hours 6 --seed 11 --recipe v8
+finetune v8 v7 sepdata_v8 4000 1e-4
+# v11 (not shipped, v12's parent) and v12: the OST's loss weighted 2
+finetune v11 v8 sepdata_v8 4000 1e-4 --ost-weight 2
+data sepdata_v9 --hours 8 --seed 12 --recipe v8
+finetune v12 v11 sepdata_v9 4000 1e-4 --ost-weight 2
+
+# the card's evaluations: validation (selection) sets, then the two held-out test sets
+data septest225 --hours 0.25 --seed 1 --test
+data septest --hours 1.5 --seed 0 --test
+for set in sepdata5 sepdata_v8 sepdata; do
+    $VIBESCOPE eval separator --data "$WORK/$set" --split val --method ours --checkpoint "$WORK/v12/separator.pt" --json
+done
+for set in septest225 septest; do
+    $VIBESCOPE eval separator --data "$WORK/$set" --split test --method ours --checkpoint "$WORK/v12/separator.pt" --json
+done
+echo "weights: $WORK/v12/separator.pt"

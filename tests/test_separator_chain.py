@@ -1,0 +1,76 @@
+"""models/separator_chain.sh, the one command behind the shipped separator weights.
+
+The chain itself trains for about 2.5 h, so here its `vibescope` and `python` are stand-ins that
+check every command line with the real CLI parser (and the real finetune_init's arguments) and
+write the files the next step reads; what is tested is the script: that every command is valid,
+that each fine-tune starts from the weights the step before it produced, and that a re-run
+repeats no finished step.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+from conftest import ROOT
+
+SCRIPT = ROOT / "models" / "separator_chain.sh"
+
+FAKE = r'''
+import json, os, sys
+sys.path.insert(0, {root!r})
+log = os.environ["CHAIN_LOG"]
+argv = sys.argv[1:]
+if argv[:2] == ["-m", "stream.separator.finetune_init"]:
+    src, dst, lr = argv[2:]
+    assert os.path.exists(src), "fine-tune from weights that do not exist: " + src
+    float(lr)
+    open(dst, "w").write(src)
+else:
+    from server.cli import build_parser
+    args = build_parser().parse_args(argv)  # exits 2 on an invalid command line
+    if args.command == "data":
+        os.makedirs(args.out, exist_ok=True)
+    elif args.command == "train":
+        ckpt = os.path.join(args.out, "separator.ckpt")
+        start = open(ckpt).read() if os.path.exists(ckpt) else None
+        os.makedirs(args.out, exist_ok=True)
+        open(os.path.join(args.out, "separator.pt"), "w").write("trained")
+        argv = argv + ["#from", str(start)]
+with open(log, "a") as f:
+    f.write(json.dumps(argv) + "\n")
+'''
+
+
+def run_chain(tmp_path):
+    fake = tmp_path / "fake.py"
+    fake.write_text(FAKE.format(root=str(ROOT)))
+    log = tmp_path / "log.jsonl"
+    env = {**os.environ, "CHAIN_LOG": str(log), "VIBESCOPE": f"{sys.executable} {fake}",
+           "PYTHON": f"{sys.executable} {fake}"}
+    out = subprocess.run(["bash", str(SCRIPT), str(tmp_path / "work")], capture_output=True, text=True, env=env,
+                         cwd=ROOT, timeout=300)
+    assert out.returncode == 0, out.stderr
+    lines = [json.loads(x) for x in log.read_text().splitlines()]
+    log.unlink()
+    return lines
+
+
+def test_the_chain_runs_every_step_in_order_from_the_step_before(tmp_path):
+    work = str(tmp_path / "work")
+    lines = run_chain(tmp_path)
+    trains = [x for x in lines if x[:2] == ["train", "separator"]]
+    outs = [x[x.index("--out") + 1].removeprefix(work + "/") for x in trains]
+    assert outs == ["v1", "v2a", "v2", "v3", "v4", "v5", "v7", "v8", "v11", "v12"]
+    # v1 starts from scratch; every other run resumes the checkpoint finetune_init made from the
+    # weights of the run before it
+    assert trains[0][-1] == "None"
+    for prev, train in zip(outs, trains[1:]):
+        assert train[-1] == f"{work}/{prev}/separator.pt"
+    assert all("--ost-weight" in t for t in trains[-2:]) and not any("--ost-weight" in t for t in trains[:-2])
+    evals = [x for x in lines if x[:2] == ["eval", "separator"]]
+    assert len(evals) == 5 and all(x[x.index("--checkpoint") + 1] == f"{work}/v12/separator.pt" for x in evals)
+    # a second run repeats no data build and no training, only the evaluations
+    again = run_chain(tmp_path)
+    assert [x[0] for x in again] == ["eval"] * 5
