@@ -21,8 +21,8 @@ import asyncio
 import queue
 import threading
 import time
-from concurrent.futures import Future
 from collections import defaultdict
+from concurrent.futures import Future
 from typing import Any, Callable, Generator
 
 from stream.engine import Chunk, FeedResult, Session, feed_many
