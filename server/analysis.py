@@ -89,9 +89,11 @@ class AnalysisPool:
             stop = jobs[-1] is None or self._closed
             jobs = [job for job in jobs if job is not None]
             if self._closed:
+                done: dict[asyncio.AbstractEventLoop, list[tuple[Future, asyncio.Future]]] = defaultdict(list)
                 for fut, _, waiter in jobs:
                     fut.cancel()
-                    _wake({waiter[0]: [(fut, waiter[1])]} if waiter else {})
+                    _finished(done, fut, waiter)
+                _wake(done)
             else:
                 self._advance(jobs)
             if stop:
@@ -136,6 +138,11 @@ def _step(fut: Future, job: Job, waiter: Waiter | None, value: Any, pending: lis
     else:
         pending.append((fut, job, waiter, request))
         return
+    _finished(done, fut, waiter)
+
+
+def _finished(done: dict, fut: Future, waiter: Waiter | None) -> None:
+    """Note a settled job's waiter, to be woken with the others of its round (:func:`_wake`)."""
     if waiter is not None:
         done[waiter[0]].append((fut, waiter[1]))
 

@@ -2,8 +2,9 @@
 
 Per 100 ms tick it fills ``tick.fields["music"] = {"probability", "level_db", "ost_to_music_db"}``,
 ``tick.models["music"]`` and ``tick.stems["ost"|"music"]`` (float32 ``(1600,)``, aligned with the
-tick's media time; only the stems named in ``stems``, which the session sets from its config). The streamer's lag (32 ms) is under one tick, so a tick is released when the
-next one arrives (``lag_ticks = 1``), or on ``flush()``.
+tick's media time; only the stems named in ``stems``, which the session sets from its config).
+The streamer's lag (32 ms) is under one tick, so a tick is released when the next one arrives
+(``lag_ticks = 1``), or on ``flush()``.
 
 - ``probability``: P(music present in the tick), the Platt-calibrated mean of the model's
   per-frame music logits over the frames centred in the tick.
