@@ -4,8 +4,9 @@ Reading and analysis are decoupled by a bounded queue: the reader validates fram
 them; one analysis task per connection takes what is queued, feeds the engine (as a job of the
 server's analysis pool, together with the other sessions': server/analysis.py), writes state +
 events to the store, and only then sends events and the ``ack``.
-When analysis falls behind, video frames are dropped first (counted, reported in events); audio
-is never dropped: a full queue stops the reader, and TCP pushes back on the client.
+When analysis falls behind, video frames are dropped first (counted, reported in events): every
+other one, then all of them (``VideoShedding``). Audio is never dropped: a full queue stops the
+reader, and TCP pushes back on the client.
 """
 from __future__ import annotations
 
@@ -39,7 +40,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("vibescope.session")
 
 QUEUE_ITEMS = 64  # frames waiting for analysis, per connection
-VIDEO_SHED_DELAY_S = 0.25  # drop video while the oldest waiting frame has waited longer than this
+VIDEO_SHED_DELAY_S = 0.25  # drop all video while the oldest waiting frame has waited longer than this
+VIDEO_THIN_LAG_S = 0.10  # drop every other video frame from an answer later than this ...
+VIDEO_UNTHIN_LAG_S = 0.07  # ... until the answers are back under this (VideoShedding)
 BATCH_ITEMS = 32  # frames analysed per state write at most
 HELLO_TIMEOUT_S = 10.0
 OUTBOX_ITEMS = 2048  # messages waiting to be written to one client
@@ -55,6 +58,36 @@ class _Item:
     arrived: float
     note: str | None = None  # "dropped" for a video frame skipped under load
     bye: bool = False
+
+
+class VideoShedding:
+    """Which video frames a session skips because analysis is behind (audio is never skipped).
+
+    - Every other frame, from an answer that came later than ``VIDEO_THIN_LAG_S`` after the oldest
+      frame of its batch arrived (queue, analysis round and state write) until answers are back
+      under ``VIDEO_UNTHIN_LAG_S``. A process past its capacity sheds about a sixth of a face
+      session's work this way (decoding and expressions of half the frames; the face detector
+      runs at 5 Hz either way; the expression of the last analysed frame is held), before its
+      latency passes the 150 ms target (README, Performance).
+    - Every frame while the oldest frame still waiting in the queue has waited longer than
+      ``VIDEO_SHED_DELAY_S``.
+    """
+
+    def __init__(self) -> None:
+        self.thinning = False
+        self._skipped = False  # the last frame was skipped by thinning
+
+    def answered(self, lag: float) -> None:
+        """An answer went out ``lag`` seconds after the oldest frame of its batch arrived."""
+        self.thinning = lag > (VIDEO_UNTHIN_LAG_S if self.thinning else VIDEO_THIN_LAG_S)
+
+    def skip(self, queue_delay: float) -> bool:
+        """Whether to skip the video frame that just arrived; ``queue_delay``: how long the oldest
+        frame waiting for analysis has waited, seconds."""
+        if queue_delay > VIDEO_SHED_DELAY_S:
+            return True
+        self._skipped = self.thinning and not self._skipped
+        return self._skipped
 
 
 class _ItemFailed(Exception):
@@ -85,6 +118,7 @@ class StreamConnection:
         self.last_received = 0
         self.queue: asyncio.Queue[_Item] = asyncio.Queue(QUEUE_ITEMS)
         self._waiting: deque[float] = deque()  # arrival times of the queued items, oldest first
+        self.shedding = VideoShedding()
         self._last_state = b""
         self._ost_seq = 0
         self._bucket = float(self.limits.max_video_fps * 10)  # burst allowance for resends
@@ -339,7 +373,7 @@ class StreamConnection:
             return
         self.metrics.frames_total[name] += 1
         self.metrics.bytes_total[name] += len(frame.payload)
-        if frame.kind == Kind.VIDEO and self._queue_delay(arrived) > VIDEO_SHED_DELAY_S:
+        if frame.kind == Kind.VIDEO and self.shedding.skip(self._queue_delay(arrived)):
             self.metrics.dropped_video_total += 1
             await self._enqueue(_Item(frame.seq, None, arrived, note="dropped"))
             return
@@ -402,6 +436,7 @@ class StreamConnection:
             self.metrics.state_size.observe(size)
             self.metrics.state_bytes[self.session_id] = size
             sent = time.perf_counter()
+            self.shedding.answered(sent - items[0].arrived)
             for item, evs, stems in results:
                 self.metrics.latency.observe(sent - item.arrived)
                 if stems is not None:

@@ -6,6 +6,12 @@
 // "not available", never as a made-up point; wording describes, it does not pronounce.
 
 export const TRAIL_SECONDS = 5;
+// A tick whose video frame the server did not analyse (video slower than 10 fps, or frames skipped
+// because the server is busy) says face: present null; the overlay keeps showing the last analysed
+// frame's face state for this long instead of flickering to "not available".
+export const FACE_HOLD_SECONDS = 1;
+// "server busy" stays up this long after the server last reported a skipped video frame.
+export const BUSY_SECONDS = 3;
 
 const clamp = (x, lo, hi) => Math.min(hi, Math.max(lo, x));
 const isNum = (x) => typeof x === 'number' && Number.isFinite(x);
@@ -137,6 +143,9 @@ export class OverlayModel {
     this.components = {};
     this.connection = { state: 'idle', detail: {} };
     this.client = {};
+    this.lastT = null; // media time of the last event
+    this.face = { present: null, t: null }; // the last analysed frame's face state
+    this.skipped = { count: 0, t: null }; // the server's dropped.video_frames, and when it last grew
   }
 
   setComponents(models) {
@@ -152,12 +161,31 @@ export class OverlayModel {
     this.client = client;
     this.events += 1;
     const t = event.t;
-    if (isNum(t) && this.trail.length && t < this.trail.at(-1).t) this.trail = []; // new session
+    if (isNum(t) && isNum(this.lastT) && t < this.lastT) { // media time went back: a new session
+      this.trail = [];
+      this.face = { present: null, t: null };
+      this.skipped = { count: 0, t: null };
+    }
+    if (isNum(t)) this.lastT = t;
     if (isNum(t) && isNum(event.valence) && isNum(event.arousal)) {
       this.trail.push({ t, valence: event.valence, arousal: event.arousal, confidence: event.confidence });
     }
     if (isNum(t)) this.trail = this.trail.filter((p) => t - p.t <= this.trailSeconds);
     this.music.update(t, event.music?.probability);
+    const present = event.face?.present;
+    if (typeof present === 'boolean') this.face = { present, t };
+    const skipped = event.dropped?.video_frames;
+    if (isNum(skipped)) {
+      if (skipped > this.skipped.count) this.skipped.t = t;
+      this.skipped.count = skipped;
+    }
+  }
+
+  faceText(now) {
+    const held = typeof this.face.present === 'boolean' && isNum(now) && isNum(this.face.t)
+      && now - this.face.t <= FACE_HOLD_SECONDS;
+    if (!held) return 'face: not available';
+    return this.face.present ? 'face in view' : 'no face';
   }
 
   view() {
@@ -198,10 +226,12 @@ export class OverlayModel {
         text: formatPercent(e.speech?.probability),
         active: isNum(e.speech?.probability) && e.speech.probability >= 0.5,
       },
-      face: e.face?.present === true ? 'face in view' : e.face?.present === false ? 'no face' : 'face: not available',
+      face: this.faceText(now),
       latency: {
         server: formatMs(e.latency_ms),
         endToEnd: formatMs(this.client.e2eMs),
+        // the server analyses fewer video frames while it is behind (docs/protocol.md, dropped)
+        busy: isNum(now) && isNum(this.skipped.t) && now - this.skipped.t <= BUSY_SECONDS,
       },
       provenance: provenance(e.models, this.components).map((p) => ({ ...p, validatedText: validatedText(p.validated) })),
       connection: this.connection,

@@ -233,7 +233,8 @@ export function createOverlay(doc, { loadPosition = async () => null, savePositi
       closed: 'stopped', failed: `failed: ${v.connection.detail?.failure?.reason ?? 'error'}`,
     }[st] ?? st;
     conn.dataset.state = st;
-    latency.textContent = v.t === null ? '' : `delay ${v.latency.endToEnd} (server ${v.latency.server})`;
+    latency.textContent = v.t === null ? ''
+      : `delay ${v.latency.endToEnd} (server ${v.latency.server})${v.latency.busy ? ' · server busy: fewer video frames analysed' : ''}`;
 
     // one line per model: "speech: silero-vad-6 — yes" under a heading that asks the question
     const lines = v.provenance.map((p) => {

@@ -103,3 +103,34 @@ test('music meter shows probability and level when the server computes them', ()
   assert.equal(v.level, '-22 dB');
   assert.equal(v.stateText, 'no BGM detected');
 });
+
+test('a tick whose frame was not analysed keeps the last face state for a second, then says so', () => {
+  const m = new OverlayModel();
+  m.update(ev(0.1, { face: { present: true, score: 0.99 } }));
+  m.update(ev(0.2, { face: { present: null, score: null } })); // frame skipped: no flicker
+  assert.equal(m.view().face, 'face in view');
+  m.update(ev(1.0, { face: { present: null, score: null } }));
+  assert.equal(m.view().face, 'face in view');
+  m.update(ev(1.2, { face: { present: null, score: null } })); // over a second without a frame
+  assert.equal(m.view().face, 'face: not available');
+  m.update(ev(1.3, { face: { present: false, score: null } }));
+  assert.equal(m.view().face, 'no face');
+  m.update(ev(0.1, { face: { present: null } })); // a new session forgets the old one's face
+  assert.equal(m.view().face, 'face: not available');
+});
+
+test('"server busy" shows while the server reports skipped video frames, and clears', () => {
+  const m = new OverlayModel();
+  m.update(ev(0.1, { dropped: { video_frames: 0 } }));
+  assert.equal(m.view().latency.busy, false);
+  m.update(ev(0.2, { dropped: { video_frames: 1 } }));
+  assert.equal(m.view().latency.busy, true);
+  m.update(ev(3.1, { dropped: { video_frames: 1 } })); // no new skip for nearly 3 s
+  assert.equal(m.view().latency.busy, true);
+  m.update(ev(3.3, { dropped: { video_frames: 1 } }));
+  assert.equal(m.view().latency.busy, false);
+  m.update(ev(3.4, { dropped: { video_frames: 2 } }));
+  assert.equal(m.view().latency.busy, true);
+  m.update(ev(0.1, { dropped: { video_frames: 0 } })); // a new session starts clear
+  assert.equal(m.view().latency.busy, false);
+});
