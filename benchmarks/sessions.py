@@ -6,10 +6,6 @@ streaming S seconds of media at real-time pace, and prints a table and one JSON 
 
     python benchmarks/sessions.py --sessions 8 --seconds 20
 
-``--steal F`` emulates a host F slower per core: one process per core busy-loops F of every 10 ms
-(measured with F = 0.33, a 1.5 times slower host: the spread seen between this machine kind's
-fast and slow hours).
-
 Latency is chunk-to-event, measured by the client: from sending the audio frame that completes a
 100 ms tick to receiving that tick's overlay event. The clients run on the same machine and take
 CPU from it too (reported separately).
@@ -140,17 +136,6 @@ def metrics(port: int) -> dict[str, float]:
     return parse(urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode())
 
 
-# busy for a fraction of every 10 ms period, asleep for the rest
-_HOG = """import sys, time
-f = float(sys.argv[1])
-while True:
-    t0 = time.perf_counter()
-    while time.perf_counter() - t0 < 0.01 * f:
-        pass
-    time.sleep(0.01 * (1 - f))
-"""
-
-
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--sessions", type=int, default=8)
@@ -163,8 +148,6 @@ def main() -> int:
     ap.add_argument("--pipeline", choices=("default", "base"), default="default", help="the server's analysis pipeline")
     ap.add_argument("--replicas", type=int, default=1, help="server processes sharing Redis (sessions spread round-robin)")
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 2, help="analysis threads per server process")
-    ap.add_argument("--steal", type=float, default=0.0,
-                    help="fraction of every core a busy-loop process takes while the clients run (emulates a slower host)")
     args = ap.parse_args()
 
     host = host_info()  # before the servers start: the reference workload needs a quiet host
@@ -172,7 +155,7 @@ def main() -> int:
     use_redis = bool(args.redis) and redis_reachable(args.redis)
     prefix = f"vibescope-bench:{uuid.uuid4().hex[:8]}:"
     ports = [free_port() for _ in range(args.replicas)]
-    logs, servers, hogs = [], [], []
+    logs, servers = [], []
     for port in ports:
         cmd = [sys.executable, "-m", "server", "serve", "--port", str(port), "--pipeline", args.pipeline,
                "--workers", str(args.workers)]
@@ -193,8 +176,6 @@ def main() -> int:
                         raise SystemExit(f"server did not start: {log.read().decode()[-2000:]}")
                     time.sleep(0.2)
         time.sleep(0.5)
-        if args.steal > 0:
-            hogs = [subprocess.Popen([sys.executable, "-c", _HOG, str(args.steal)]) for _ in range(os.cpu_count() or 1)]
         before = [proc_stats(s.pid) for s in servers]
         client_cpu0 = time.process_time()
         wall0 = time.perf_counter()
@@ -219,8 +200,6 @@ def main() -> int:
             if keys:
                 r.delete(*keys)
     finally:
-        for proc in hogs:
-            proc.kill()
         for server in servers:
             server.terminate()
         for server in servers:
@@ -244,7 +223,6 @@ def main() -> int:
         # sessions fed per lock-step analysis round (server/analysis.py)
         "sessions_per_round": round(m.get("vibescope_analysis_requests_total", 0.0)
                                     / max(m.get("vibescope_analysis_rounds_total", 0.0), 1.0), 2),
-        "steal": args.steal,
         "host": host,  # benchmarks/host.py: compare tables of two hosts by their ref_ms
     }
     extra = {"wall_s": round(wall, 1), "client_cpu_cores": round(client_cpu / wall, 3),

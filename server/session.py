@@ -41,8 +41,8 @@ log = logging.getLogger("vibescope.session")
 
 QUEUE_ITEMS = 64  # frames waiting for analysis, per connection
 VIDEO_SHED_DELAY_S = 0.25  # drop all video while the oldest waiting frame has waited longer than this
-VIDEO_THIN_LAG_S = 0.10  # drop every other video frame from an answer later than this ...
-VIDEO_UNTHIN_LAG_S = 0.07  # ... until the answers are back under this (VideoShedding)
+VIDEO_THIN_LAG_S = 0.12  # drop every other video frame from an answer later than this ...
+VIDEO_UNTHIN_LAG_S = 0.08  # ... until the answers are back under this (VideoShedding)
 BATCH_ITEMS = 32  # frames analysed per state write at most
 HELLO_TIMEOUT_S = 10.0
 OUTBOX_ITEMS = 2048  # messages waiting to be written to one client
