@@ -65,10 +65,10 @@ class VideoShedding:
 
     - Every other frame, from an answer that came later than ``VIDEO_THIN_LAG_S`` after the oldest
       frame of its batch arrived (queue, analysis round and state write) until answers are back
-      under ``VIDEO_UNTHIN_LAG_S``. A process past its capacity sheds about a sixth of a face
-      session's work this way (decoding and expressions of half the frames; the face detector
-      runs at 5 Hz either way; the expression of the last analysed frame is held), before its
-      latency passes the 150 ms target (README, Performance).
+      under ``VIDEO_UNTHIN_LAG_S``. This sheds about 15 % of a face session's work (decoding and
+      expressions of half the frames; the face detector runs at 5 Hz either way, and the
+      expression of the last analysed frame is held): at 1.75 times its capacity a process
+      answered with a third less p95 latency (README, Performance).
     - Every frame while the oldest frame still waiting in the queue has waited longer than
       ``VIDEO_SHED_DELAY_S``.
     """
