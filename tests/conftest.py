@@ -1,6 +1,7 @@
 """Shared fixtures: a real redis-server, real `vibescope serve` processes, real media files."""
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -167,3 +168,34 @@ def untrained_separator(seed: int):
 def test_video(tmp_path_factory) -> Path:
     """A 3 s WebM (VP8 + Opus 48 kHz): moving gradient and a 440 Hz tone with amplitude steps."""
     return make_test_video(tmp_path_factory.mktemp("media") / "tone.webm", seconds=3.0)
+
+
+class StatelessStage:
+    """A pipeline stage with no lag and no state, for tests that add one after ``BaseStage``;
+    subclasses define ``name`` and ``push``."""
+
+    lag_ticks = 0
+
+    def flush(self) -> list:
+        return []
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
+
+
+@contextlib.asynccontextmanager
+async def in_process_server(monkeypatch, stage: StatelessStage):
+    """An aiohttp test client of an in-process server whose pipeline is ``BaseStage`` + ``stage``
+    (registered under the stage's name); yields (client, server)."""
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from server.app import ServerConfig, StreamServer
+    from stream import engine
+
+    monkeypatch.setitem(engine.PIPELINES, stage.name, lambda: [engine.BaseStage(), type(stage)()])
+    server = StreamServer(ServerConfig(pipeline=stage.name))
+    async with TestClient(TestServer(server.app())) as client:
+        yield client, server

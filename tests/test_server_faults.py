@@ -5,32 +5,15 @@ import json
 
 import numpy as np
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
 
-from server.app import ServerConfig, StreamServer
+from conftest import StatelessStage, in_process_server
 from server.protocol import Kind, encode_frame
-from stream import engine
 from stream.pipeline import Tick
 
 TICK_PCM = (0.1 * np.sin(2 * np.pi * 440 * np.arange(1600) / 16000) * 32767).astype("<i2").tobytes()
 
 
-class _StatelessStage:
-    """A pipeline stage with no lag and no state; subclasses define ``push``."""
-
-    lag_ticks = 0
-
-    def flush(self) -> list[Tick]:
-        return []
-
-    def state_dict(self) -> dict:
-        return {}
-
-    def load_state_dict(self, state: dict) -> None:
-        pass
-
-
-class ExplodingStage(_StatelessStage):
+class ExplodingStage(StatelessStage):
     """Raises on one particular (constant) tick, the way a bug would."""
 
     name = "exploding"
@@ -44,9 +27,7 @@ class ExplodingStage(_StatelessStage):
 
 @pytest.fixture
 async def client(monkeypatch):
-    monkeypatch.setitem(engine.PIPELINES, "faulty", lambda: [engine.BaseStage(), ExplodingStage()])
-    server = StreamServer(ServerConfig(pipeline="faulty"))
-    async with TestClient(TestServer(server.app())) as c:
+    async with in_process_server(monkeypatch, ExplodingStage()) as (c, _):
         yield c
 
 
@@ -72,7 +53,7 @@ async def test_a_failing_frame_gets_an_internal_error_and_the_session_goes_on(cl
     await ws.close()
 
 
-class ChattyStage(_StatelessStage):
+class ChattyStage(StatelessStage):
     """Makes every overlay event ~50 kB, so a client that stops reading backs the server up fast."""
 
     name = "chatty"
@@ -86,10 +67,8 @@ class ChattyStage(_StatelessStage):
 async def chatty(monkeypatch):
     from server import session as session_module
 
-    monkeypatch.setitem(engine.PIPELINES, "chatty", lambda: [engine.BaseStage(), ChattyStage()])
     monkeypatch.setattr(session_module, "OUTBOX_ITEMS", 64)  # the same path as 2048, reached sooner
-    server = StreamServer(ServerConfig(pipeline="chatty"))
-    async with TestClient(TestServer(server.app())) as c:
+    async with in_process_server(monkeypatch, ChattyStage()) as (c, server):
         yield c, server
 
 

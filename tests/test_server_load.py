@@ -8,12 +8,10 @@ import time
 
 import numpy as np
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
 
-from server.app import ServerConfig, StreamServer
+from conftest import StatelessStage, in_process_server
 from server.protocol import Kind, encode_frame
 from server.session import VIDEO_SHED_DELAY_S, VIDEO_THIN_LAG_S, VIDEO_UNTHIN_LAG_S, VideoShedding
-from stream import engine
 from stream.media import encode_jpeg
 from stream.pipeline import Tick
 
@@ -45,12 +43,11 @@ def test_every_frame_is_skipped_while_the_queue_has_waited_too_long():
     assert not s.skip(0.0)
 
 
-class SlowFrameStage:
+class SlowFrameStage(StatelessStage):
     """Costs ``SECONDS`` of analysis for every tick that carries a video frame, as decoding and
     expressions do on a host too slow for its load; ticks without one cost nothing."""
 
     name = "slow"
-    lag_ticks = 0
     SECONDS = 0.15
 
     def push(self, tick: Tick) -> list[Tick]:
@@ -58,21 +55,10 @@ class SlowFrameStage:
             time.sleep(self.SECONDS)
         return [tick]
 
-    def flush(self) -> list[Tick]:
-        return []
-
-    def state_dict(self) -> dict:
-        return {}
-
-    def load_state_dict(self, state: dict) -> None:
-        pass
-
 
 @pytest.fixture
 async def slow(monkeypatch):
-    monkeypatch.setitem(engine.PIPELINES, "slow", lambda: [engine.BaseStage(), SlowFrameStage()])
-    server = StreamServer(ServerConfig(pipeline="slow"))
-    async with TestClient(TestServer(server.app())) as c:
+    async with in_process_server(monkeypatch, SlowFrameStage()) as (c, _):
         yield c
 
 
