@@ -43,10 +43,13 @@ with open(log, "a") as f:
 '''
 
 
-def run_chain(tmp_path):
+def run_chain(tmp_path, v3: str | None = None):
     fake = tmp_path / "fake.py"
     fake.write_text(FAKE.format(root=str(ROOT)))
     log = tmp_path / "log.jsonl"
+    if v3 is not None:  # the shipped v3 weights, placed where the chain's v3 step writes its own
+        (tmp_path / "work" / "v3").mkdir(parents=True, exist_ok=True)
+        (tmp_path / "work" / "v3" / "separator.pt").write_text(v3)
     env = {**os.environ, "CHAIN_LOG": str(log), "VIBESCOPE": f"{sys.executable} {fake}",
            "PYTHON": f"{sys.executable} {fake}"}
     out = subprocess.run(["bash", str(SCRIPT), str(tmp_path / "work")], capture_output=True, text=True, env=env,
@@ -74,3 +77,16 @@ def test_the_chain_runs_every_step_in_order_from_the_step_before(tmp_path):
     # a second run repeats no data build and no training, only the evaluations
     again = run_chain(tmp_path)
     assert [x[0] for x in again] == ["eval"] * 5
+
+
+def test_from_placed_v3_weights_the_chain_replays_v4_to_v12_only(tmp_path):
+    work = str(tmp_path / "work")
+    lines = run_chain(tmp_path, v3="shipped v3")
+    trains = [x for x in lines if x[:2] == ["train", "separator"]]
+    outs = [x[x.index("--out") + 1].removeprefix(work + "/") for x in trains]
+    assert outs == ["v4", "v5", "v7", "v8", "v11", "v12"]
+    assert trains[0][-1] == f"{work}/v3/separator.pt"  # v4 starts from the placed weights
+    built = [x[x.index("--out") + 1].removeprefix(work + "/") for x in lines if x[:2] == ["data", "sep-mixtures"]]
+    assert "sepdata4h" not in built and "sepdata4h3" not in built  # only v2 needs them
+    assert {"sepdata", "sepdata5"} <= set(built)  # validation sets of the card's evaluations
+    assert len([x for x in lines if x[:2] == ["eval", "separator"]]) == 5
