@@ -187,15 +187,15 @@ class StatelessStage:
 
 
 @contextlib.asynccontextmanager
-async def in_process_server(monkeypatch, stage: StatelessStage):
-    """An aiohttp test client of an in-process server whose pipeline is ``BaseStage`` + ``stage``
-    (registered under the stage's name); yields (client, server)."""
+async def in_process_server(monkeypatch, stage: type[StatelessStage]):
+    """An aiohttp test client of an in-process server whose pipeline is ``BaseStage`` + a new
+    ``stage`` (registered under the stage's name); yields (client, server)."""
     from aiohttp.test_utils import TestClient, TestServer
 
     from server.app import ServerConfig, StreamServer
     from stream import engine
 
-    monkeypatch.setitem(engine.PIPELINES, stage.name, lambda: [engine.BaseStage(), type(stage)()])
+    monkeypatch.setitem(engine.PIPELINES, stage.name, lambda: [engine.BaseStage(), stage()])
     server = StreamServer(ServerConfig(pipeline=stage.name))
     async with TestClient(TestServer(server.app())) as client:
         yield client, server

@@ -27,7 +27,7 @@ class ExplodingStage(StatelessStage):
 
 @pytest.fixture
 async def client(monkeypatch):
-    async with in_process_server(monkeypatch, ExplodingStage()) as (c, _):
+    async with in_process_server(monkeypatch, ExplodingStage) as (c, _):
         yield c
 
 
@@ -68,7 +68,7 @@ async def chatty(monkeypatch):
     from server import session as session_module
 
     monkeypatch.setattr(session_module, "OUTBOX_ITEMS", 64)  # the same path as 2048, reached sooner
-    async with in_process_server(monkeypatch, ChattyStage()) as (c, server):
+    async with in_process_server(monkeypatch, ChattyStage) as (c, server):
         yield c, server
 
 

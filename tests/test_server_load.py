@@ -58,7 +58,7 @@ class SlowFrameStage(StatelessStage):
 
 @pytest.fixture
 async def slow(monkeypatch):
-    async with in_process_server(monkeypatch, SlowFrameStage()) as (c, _):
+    async with in_process_server(monkeypatch, SlowFrameStage) as (c, _):
         yield c
 
 

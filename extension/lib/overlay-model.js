@@ -143,7 +143,6 @@ export class OverlayModel {
     this.components = {};
     this.connection = { state: 'idle', detail: {} };
     this.client = {};
-    this.lastT = null; // media time of the last event
     this.face = { present: null, t: null }; // the last analysed frame's face state
     this.skipped = { count: 0, t: null }; // the server's dropped.video_frames, and when it last grew
   }
@@ -157,16 +156,16 @@ export class OverlayModel {
   }
 
   update(event, client = {}) {
+    const previousT = this.last?.t;
     this.last = event;
     this.client = client;
     this.events += 1;
     const t = event.t;
-    if (isNum(t) && isNum(this.lastT) && t < this.lastT) { // media time went back: a new session
+    if (isNum(t) && isNum(previousT) && t < previousT) { // media time went back: a new session
       this.trail = [];
       this.face = { present: null, t: null };
       this.skipped = { count: 0, t: null };
     }
-    if (isNum(t)) this.lastT = t;
     if (isNum(t) && isNum(event.valence) && isNum(event.arousal)) {
       this.trail.push({ t, valence: event.valence, arousal: event.arousal, confidence: event.confidence });
     }
