@@ -148,19 +148,23 @@ def one_torch_thread():
     torch.set_num_threads(n)
 
 
-def untrained_separator(seed: int):
+def untrained_separator(seed: int, lookahead: int = 0):
     """A separator with fixed random weights and plausible feature statistics: exercises every
-    code path of the streamer and the stage as trained weights would, without a checkpoint."""
+    code path of the streamer and the stage as trained weights would, without a checkpoint.
+    With ``lookahead``, its look-ahead term is random too (not the zero it starts training at)."""
     import torch
 
-    from stream.separator.model import CausalMaskSeparator
+    from stream.separator.model import CausalMaskSeparator, SeparatorConfig
 
     torch.set_num_threads(1)  # one session = one thread, as in the server
     torch.manual_seed(seed)
-    m = CausalMaskSeparator().eval()
+    m = CausalMaskSeparator(SeparatorConfig(lookahead=lookahead)).eval()
     with torch.no_grad():
         m.feat_mean.fill_(-12.0)
         m.feat_std.fill_(4.0)
+        if lookahead:
+            torch.nn.init.normal_(m.lookahead_head.weight, std=0.05)
+            torch.nn.init.normal_(m.lookahead_head.bias, std=0.5)
     return m
 
 

@@ -15,9 +15,9 @@ from stream.separator.stage import SeparatorStage
 from stream.separator.streamer import SeparatorStreamer, probe_signal, stream_in_chunks
 
 
-@pytest.fixture(scope="module")
-def model() -> CausalMaskSeparator:
-    return untrained_separator(seed=1)
+@pytest.fixture(scope="module", params=[0, 2], ids=["no-lookahead", "lookahead-2"])
+def model(request) -> CausalMaskSeparator:
+    return untrained_separator(seed=1, lookahead=request.param)
 
 
 @pytest.fixture(scope="module")

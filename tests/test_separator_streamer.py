@@ -18,9 +18,10 @@ from stream.separator.streamer import (
 )
 
 
-@pytest.fixture(scope="module")
-def model() -> CausalMaskSeparator:
-    return untrained_separator(seed=0)
+@pytest.fixture(scope="module", params=[0, 2], ids=["no-lookahead", "lookahead-2"])
+def model(request) -> CausalMaskSeparator:
+    """Every test runs on a model without look-ahead and on one with two frames of it."""
+    return untrained_separator(seed=0, lookahead=request.param)
 
 
 @pytest.fixture(scope="module")
@@ -59,8 +60,10 @@ def test_causal_future_input_does_not_change_past_output(model, signal):
     changed = signal.copy()
     changed[12000:] = 0.3 * np.sign(changed[12000:])
     b = stream_in_chunks(SeparatorStreamer(model), changed, 1600)
-    # samples more than one window before the change are final before it arrives
-    np.testing.assert_array_equal(a[:, : 12000 - T.N_FFT], b[:, : 12000 - T.N_FFT])
+    # samples more than the lag before the change are final before it arrives
+    lag = SeparatorStreamer(model).lag_samples
+    np.testing.assert_array_equal(a[:, : 12000 - lag], b[:, : 12000 - lag])
+    assert not np.array_equal(a[:, 12000 - lag: 12000], b[:, 12000 - lag: 12000])  # but no earlier
     assert not np.array_equal(a[:, 12000:], b[:, 12000:])
 
 
@@ -95,7 +98,7 @@ def test_selfcheck_reports_lag_stride_rtf_and_delta(model):
     report = selfcheck(seed=1, model=model)
     assert set(report) == {"name", "lag_ms", "stride_ms", "rtf", "delta"}
     assert report["name"] == "separator"
-    assert report["lag_ms"] == 32.0 and report["stride_ms"] == 16.0
+    assert report["lag_ms"] == 32.0 + 16.0 * model.lookahead and report["stride_ms"] == 16.0
     assert report["delta"] <= 1e-5
     assert report["rtf"] > 0
 
@@ -112,3 +115,57 @@ def test_the_shared_window_is_a_normal_tensor_even_when_made_in_inference_mode()
     x = torch.ones(T.N_FFT, requires_grad=True)
     (x * T.window()).sum().backward()
     assert torch.allclose(x.grad, T.window())
+
+
+def test_zero_lookahead_added_to_weights_keeps_their_outputs_and_delays_them():
+    """``with_lookahead`` (how look-ahead fine-tuning starts): offline, the same stems as the
+    weights it extends; streamed, each sample comes out two hops later."""
+    base = untrained_separator(seed=4)
+    ahead = base.with_lookahead(2)
+    assert ahead.lookahead == 2 and base.lookahead == 0
+    assert not torch.any(ahead.lookahead_head.weight) and not torch.any(ahead.lookahead_head.bias)
+    x = probe_signal(seed=6, seconds=1.0)
+    np.testing.assert_allclose(offline(ahead, x), offline(base, x), atol=1e-6)
+    a, b = SeparatorStreamer(base), SeparatorStreamer(ahead)
+    assert (a.lag_samples, b.lag_samples) == (T.N_FFT, T.N_FFT + 2 * T.HOP)
+    out_a, out_b = a.feed(x[:8000]), b.feed(x[:8000])
+    assert out_a.shape[1] - out_b.shape[1] == 2 * T.HOP
+    np.testing.assert_allclose(out_b, out_a[:, : out_b.shape[1]], atol=1e-6)
+
+
+def test_streams_at_different_points_share_a_batch(model):
+    """feed_many over streams whose look-ahead queues hold different numbers of frames (one just
+    started, one long running) gives each the values it gets alone."""
+    x = probe_signal(seed=8, seconds=1.5)
+    together, alone = [SeparatorStreamer(model) for _ in range(3)], [SeparatorStreamer(model) for _ in range(3)]
+    starts = [0, 300, 5000]  # samples each stream has had before the shared calls
+    for s, t, n in zip(together, alone, starts):
+        s.feed(x[:n]), t.feed(x[:n])
+    got, want = [[] for _ in starts], [[] for _ in starts]
+    for r in range(8):
+        pieces = [x[n + 512 * r: n + 512 * (r + 1)] for n in starts]
+        for i, y in enumerate(SeparatorStreamer.feed_many(together, pieces)):
+            got[i].append(y)
+        for i, (t, piece) in enumerate(zip(alone, pieces)):
+            want[i].append(t.feed(piece))
+    for g, w in zip(got, want):
+        g, w = np.concatenate(g, axis=1), np.concatenate(w, axis=1)
+        assert g.shape == w.shape and w.shape[1] > 0
+        np.testing.assert_allclose(g, w, atol=1e-6)
+
+
+def test_a_state_saved_before_lookahead_existed_continues_the_same():
+    """Sessions saved in Redis by the previous server version (no look-ahead keys in the streamer
+    state) go on exactly as they would have."""
+    model = untrained_separator(seed=2)
+    x = probe_signal(seed=9, seconds=1.2)
+    whole = SeparatorStreamer(model)
+    whole.feed(x[:6001])
+    rest = np.concatenate([whole.feed(x[6001:]), whole.flush()], axis=1)
+    part = SeparatorStreamer(model)
+    part.feed(x[:6001])
+    old = {k: v for k, v in part.state_dict().items() if k not in ("past_frames", "past_feats", "mix", "out_frames")}
+    fresh = SeparatorStreamer(model)
+    fresh.load_state_dict(old)
+    again = np.concatenate([fresh.feed(x[6001:]), fresh.flush()], axis=1)
+    np.testing.assert_array_equal(again, rest)

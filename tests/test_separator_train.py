@@ -146,3 +146,32 @@ def test_ost_weight_changes_the_update_and_is_recorded(data_dir, tmp_path):
         states[w] = ckpt["state_dict"]
     diff = max((states["1"][k] - states["3"][k]).abs().max().item() for k in states["1"] if states["1"][k].is_floating_point())
     assert diff > 1e-6
+
+
+def test_finetune_init_with_lookahead_trains_a_64_ms_model(data_dir, tmp_path, capsys):
+    """`finetune_init --lookahead 2` + `train`: training starts from the source weights with a zero
+    look-ahead term, resumes with the checkpoint's look-ahead, and ships a streamer with 64 ms lag."""
+    from stream.separator.finetune_init import write_init
+    from stream.separator.model import SeparatorConfig
+
+    torch.set_num_threads(1)
+    torch.manual_seed(2)
+    src_model = CausalMaskSeparator(SeparatorConfig(hidden=32))
+    torch.save(src_model.checkpoint(), tmp_path / "src.pt")
+    out = tmp_path / "ft"
+    out.mkdir()
+    write_init(str(tmp_path / "src.pt"), str(out / "separator.ckpt"), 3e-4, lookahead=2)
+    state = torch.load(out / "separator.ckpt", weights_only=False)
+    assert state["model"]["lookahead_head.weight"].shape == (257, 2 * (32 + 256))
+    assert not torch.any(state["model"]["lookahead_head.weight"])
+    args = ["train", "separator", "--data", data_dir, "--out", str(out), "--batch", "2", "--hidden", "32", "--nice", "0", "--quiet", "--lr", "3e-4"]
+    assert main(args + ["--steps", "2", "--lookahead", "1"]) == 2  # not what the checkpoint holds
+    assert "has look-ahead 2" in capsys.readouterr().err
+    assert main(args + ["--steps", "2"]) == 0
+    ckpt = torch.load(out / "separator.pt", map_location="cpu", weights_only=True)
+    assert ckpt["config"]["lookahead"] == 2 and ckpt["train"]["lookahead"] == 2
+    model = CausalMaskSeparator.from_checkpoint(ckpt)
+    assert torch.any(model.lookahead_head.weight)  # trained, no longer zero
+    streamer = SeparatorStreamer(model)
+    assert streamer.lag_ms == 64.0
+    assert stream_in_chunks(streamer, np.zeros(4000, np.float32), 1600).shape == (2, 4000)

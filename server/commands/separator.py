@@ -38,7 +38,7 @@ def _train(args: argparse.Namespace) -> int:
     if args.nice:
         os.nice(args.nice)
     config = TrainConfig(steps=args.steps, batch=args.batch, lr=args.lr, threads=args.threads, seed=args.seed, hidden=args.hidden, layers=args.layers,
-                         ost_weight=args.ost_weight)
+                         ost_weight=args.ost_weight, lookahead=args.lookahead)
     try:
         path = train(args.data, args.out, config, resume=not args.no_resume, progress=None if args.quiet else (lambda **kw: tqdm(desc="train", unit="step", **kw)))
     except DataError as exc:
@@ -111,6 +111,9 @@ def register(groups: dict) -> None:
     p.add_argument("--layers", type=int, default=2, help="GRU layers (default 2)")
     p.add_argument("--ost-weight", type=float, default=1.0,
                    help="weight of the OST stem's loss against the music stem's 1 (default 1)")
+    p.add_argument("--lookahead", type=int, default=0, choices=(0, 1, 2),
+                   help="frames the mask sees ahead, 16 ms of lag each (default 0: 32 ms lag; 2: 64 ms); "
+                        "a resumed run keeps its checkpoint's")
     p.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
     p.add_argument("--nice", type=int, default=10, help="lower the process priority by this much (default 10)")
     p.add_argument("--seed", type=int, default=0)

@@ -3,11 +3,14 @@
 ``feed(x)`` takes any number of 16 kHz samples and returns the stems of every sample that became
 final, *aligned with the input* (output sample ``i`` is the estimate for input sample ``i``);
 ``flush()`` zero-pads and returns the rest, so the total output length equals the total input
-length. A sample is final once the frame ending ``HOP`` samples after it is done: the algorithmic
-lag is ``N_FFT`` = 512 samples (32 ms), the stride ``HOP`` = 256 samples (16 ms).
+length. A sample is final once the frame ending ``HOP`` samples after it is masked, and a frame is
+masked once the model's ``lookahead`` frames after it are in: the algorithmic lag is ``N_FFT`` +
+``lookahead * HOP`` samples (32 ms without look-ahead, 64 ms with two frames), the stride ``HOP``
+= 256 samples (16 ms).
 
-Everything needed to continue (pending input, left context, overlap-add tail, GRU state,
-counters, undrained music logits) is in ``state_dict()`` as numpy arrays and ints; ``to_bytes``
+Everything needed to continue (pending input, left context, the frames waiting for their
+look-ahead and their features, input not yet emitted, overlap-add tail, GRU state, counters,
+undrained music logits) is in ``state_dict()`` as numpy arrays and ints; ``to_bytes``
 / ``from_bytes`` round-trip it through ``np.savez`` (no pickle).
 """
 from __future__ import annotations
@@ -31,13 +34,16 @@ class SeparatorStreamer:
         model: the (shared, read-only) model; default: the shipped checkpoint, loaded once.
     """
 
-    lag_samples = T.N_FFT
     stride_samples = T.HOP
     window_samples = T.N_FFT
 
     def __init__(self, model: CausalMaskSeparator | None = None) -> None:
         self.model = model if model is not None else load_shared()
         self.reset()
+
+    @property
+    def lag_samples(self) -> int:
+        return T.N_FFT + self.model.lookahead * T.HOP
 
     @property
     def lag_ms(self) -> float:
@@ -53,7 +59,11 @@ class SeparatorStreamer:
         self._pending = np.zeros(0, np.float32)  # input not yet part of a full hop
         self._ola = np.zeros(T.N_FFT - T.HOP, np.float32)  # synthesis tail of the last frame
         self._h = np.zeros((c.layers, 1, c.hidden), np.float32)
-        self._frames = 0  # frames processed so far
+        self._past_frames = np.zeros((0, T.N_FFT), np.float32)  # frames waiting for their look-ahead
+        self._past_feats = np.zeros((0, self.model.feature_size), np.float32)  # ... and their features
+        self._mix = np.zeros(0, np.float32)  # input from the next output sample on
+        self._frames = 0  # frames the GRU has seen so far
+        self._out_frames = 0  # frames masked so far (``lookahead`` fewer, once enough came in)
         self._fed = 0  # input samples received
         self._emitted = 0  # output samples returned
         self._logits = np.zeros(0, np.float32)  # music logits not yet drained
@@ -87,22 +97,31 @@ class SeparatorStreamer:
     def _process_many(streamers: "list[SeparatorStreamer]", xs: list[np.ndarray]) -> list[np.ndarray]:
         cut = [s._cut_frames(x) for s, x in zip(streamers, xs)]
         out: list[np.ndarray] = [np.zeros((2, 0), np.float32)] * len(streamers)
-        groups: dict[tuple[int, int], list[int]] = {}
+        groups: dict[tuple[int, int, int], list[int]] = {}
         for i, c in enumerate(cut):
             if c is not None:
-                groups.setdefault((id(streamers[i].model), len(c[1])), []).append(i)
+                key = (id(streamers[i].model), len(c[1]), len(streamers[i]._past_frames))
+                groups.setdefault(key, []).append(i)
         for members in groups.values():
             frames = torch.from_numpy(np.stack([cut[i][1] for i in members]))
             h = torch.from_numpy(np.concatenate([streamers[i]._h for i in members], axis=1))
+            past = (torch.from_numpy(np.stack([streamers[i]._past_frames for i in members])),
+                    torch.from_numpy(np.stack([streamers[i]._past_feats for i in members])))
             with torch.inference_mode():
-                ost_frames, logits, h = streamers[members[0]].model.forward_frames(frames, h)
+                ost_frames, logits, h, past = streamers[members[0]].model.forward_frames(frames, h, past)
             ost_frames, logits, h = ost_frames.numpy(), logits.numpy(), h.numpy()
+            past_frames, past_feats = past[0].numpy(), past[1].numpy()
             for b, i in enumerate(members):
-                out[i] = streamers[i]._overlap_add(cut[i][0], ost_frames[b], logits[b], h[:, b:b + 1])
+                s = streamers[i]
+                s._h, s._past_frames, s._past_feats = h[:, b:b + 1].copy(), past_frames[b].copy(), past_feats[b].copy()
+                s._frames += len(cut[i][1])
+                s._logits = np.concatenate([s._logits, logits[b]])
+                s._mix = np.concatenate([s._mix, cut[i][0]])
+                out[i] = s._overlap_add(ost_frames[b])
         return out
 
     def _cut_frames(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
-        """Take the new full hops: → (their input with left context, frames (k, N_FFT)), or None."""
+        """Take the new full hops: → (their input, their frames (k, N_FFT)), or None."""
         buf = np.concatenate([self._pending, x]) if len(self._pending) else x
         k = len(buf) // T.HOP
         if k == 0:
@@ -112,12 +131,13 @@ class SeparatorStreamer:
         self._pending = buf[k * T.HOP:].copy()
         self._context = full[-T.PAD:].copy()
         frames = np.lib.stride_tricks.sliding_window_view(full, T.N_FFT)[:: T.HOP]
-        return full, np.array(frames, dtype=np.float32)
+        return buf[: k * T.HOP].copy(), np.array(frames, dtype=np.float32)
 
-    def _overlap_add(self, full: np.ndarray, ost_frames: np.ndarray, logits: np.ndarray, h: np.ndarray) -> np.ndarray:
-        """The model's output for the frames of ``full`` → the ``(2, m)`` stems that became final."""
+    def _overlap_add(self, ost_frames: np.ndarray) -> np.ndarray:
+        """The newly masked frames → the ``(2, m)`` stems that became final."""
         k = len(ost_frames)
-        self._h = h.copy()
+        if k == 0:
+            return np.zeros((2, 0), np.float32)
         # overlap-add at 50 % overlap: each hop is the second half of frame i-1 plus the first of frame i
         halves = ost_frames.reshape(k, 2, T.HOP)
         out = np.empty((k + 1) * T.HOP, np.float32)
@@ -126,11 +146,10 @@ class SeparatorStreamer:
         out[:k * T.HOP] += halves[:, 0].reshape(-1)
         self._ola = out[k * T.HOP:].copy()
         ost = out[: k * T.HOP]
-        mixture = full[: k * T.HOP]
-        if self._frames == 0:  # the first frame's first hop lies before the stream started
-            ost, mixture = ost[T.HOP:], mixture[T.HOP:]
-        self._frames += k
-        self._logits = np.concatenate([self._logits, logits])
+        if self._out_frames == 0:  # the first frame's first hop lies before the stream started
+            ost = ost[T.HOP:]
+        self._out_frames += k
+        mixture, self._mix = self._mix[: len(ost)], self._mix[len(ost):]
         n = min(len(ost), self._fed - self._emitted)
         self._emitted += n
         return np.stack([ost[:n], mixture[:n] - ost[:n]])
@@ -140,8 +159,11 @@ class SeparatorStreamer:
         missing = self._fed - self._emitted
         if missing <= 0:
             return np.zeros((2, 0), np.float32)
-        pad = (T.HOP - len(self._pending)) % T.HOP + T.HOP
-        return self._process(np.zeros(pad, np.float32))[:, :missing]
+        pad = (T.HOP - len(self._pending)) % T.HOP + T.HOP + self.model.lookahead * T.HOP
+        out = self._process(np.zeros(pad, np.float32))[:, :missing]
+        # the look-ahead frames made of padding alone are not frames of the stream: no logits
+        self._logits = self._logits[: max(T.n_frames(self._fed) - self._logit_start, 0)]
+        return out
 
     def drain_music_logits(self) -> tuple[int, np.ndarray]:
         """``(first frame index, logits (k,))`` computed since the last drain; frame ``f`` is
@@ -157,7 +179,11 @@ class SeparatorStreamer:
             "pending": self._pending.copy(),
             "ola": self._ola.copy(),
             "h": self._h.copy(),
+            "past_frames": self._past_frames.copy(),
+            "past_feats": self._past_feats.copy(),
+            "mix": self._mix.copy(),
             "frames": int(self._frames),
+            "out_frames": int(self._out_frames),
             "fed": int(self._fed),
             "emitted": int(self._emitted),
             "logits": self._logits.copy(),
@@ -170,6 +196,17 @@ class SeparatorStreamer:
         self._ola = np.asarray(state["ola"], np.float32).copy()
         self._h = np.asarray(state["h"], np.float32).copy()
         self._frames = int(state["frames"])
+        if "out_frames" in state:
+            self._past_frames = np.asarray(state["past_frames"], np.float32).reshape(-1, T.N_FFT).copy()
+            self._past_feats = np.asarray(state["past_feats"], np.float32).reshape(-1, self.model.feature_size).copy()
+            self._mix = np.asarray(state["mix"], np.float32).copy()
+            self._out_frames = int(state["out_frames"])
+        else:  # saved before look-ahead existed: no frame waits, and the one input hop not yet
+            # emitted is the last hop of the left context
+            self._past_frames = np.zeros((0, T.N_FFT), np.float32)
+            self._past_feats = np.zeros((0, self.model.feature_size), np.float32)
+            self._mix = self._context[-T.HOP:].copy() if self._frames else np.zeros(0, np.float32)
+            self._out_frames = self._frames
         self._fed = int(state["fed"])
         self._emitted = int(state["emitted"])
         self._logits = np.asarray(state["logits"], np.float32).copy()
@@ -252,8 +289,8 @@ def selfcheck(seed: int = 0, model: CausalMaskSeparator | None = None) -> dict:
         torch.set_num_threads(threads)
     return {
         "name": "separator",
-        "lag_ms": SeparatorStreamer.lag_samples * 1000.0 / T.SAMPLE_RATE,
-        "stride_ms": SeparatorStreamer.stride_samples * 1000.0 / T.SAMPLE_RATE,
+        "lag_ms": streamer.lag_ms,
+        "stride_ms": streamer.stride_ms,
         "rtf": round(rtf, 5),
         "delta": delta,
     }

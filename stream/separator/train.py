@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from . import transforms as T
-from .data import Clip, load_clips, random_eq
+from .data import Clip, DataError, load_clips, random_eq
 from .model import CausalMaskSeparator, SeparatorConfig
 
 CROP = 3 * T.SAMPLE_RATE
@@ -51,6 +51,7 @@ class TrainConfig:
     hidden: int = 256
     layers: int = 2
     ost_weight: float = 1.0  # weight of the OST stem's loss; the music stem's is 1
+    lookahead: int = 0  # frames of look-ahead of the mask (16 ms of lag each); a resumed run keeps its own
 
 
 def presence_labels(music: torch.Tensor, mixture: torch.Tensor) -> torch.Tensor:
@@ -216,15 +217,21 @@ def train(
     train_clips = load_clips(data, "train")
     val_clips = load_clips(data, "val")
     sampler = BatchSampler(train_clips, config.seed)
-    model = CausalMaskSeparator(SeparatorConfig(hidden=config.hidden, layers=config.layers))
+    ckpt_path = out / "separator.ckpt"
+    state = torch.load(ckpt_path, map_location="cpu", weights_only=False) if resume and ckpt_path.exists() else None
+    lookahead = config.lookahead
+    if state is not None:  # the checkpoint decides (finetune_init --lookahead writes one with it)
+        head = state["model"].get("lookahead_head.weight")
+        lookahead = 0 if head is None else head.shape[1] // (config.hidden + SeparatorConfig.embed)
+        if config.lookahead and config.lookahead != lookahead:
+            raise DataError(f"{ckpt_path} has look-ahead {lookahead}, not {config.lookahead}: resume it without --lookahead, or use --no-resume")
+    model = CausalMaskSeparator(SeparatorConfig(hidden=config.hidden, layers=config.layers, lookahead=lookahead))
     opt = torch.optim.Adam(model.parameters(), lr=config.lr)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: min(1.0, (s + 1) / 200) * 0.5 * (1 + math.cos(math.pi * min(s, config.steps) / config.steps))
     )
-    ckpt_path = out / "separator.ckpt"
     step = 0
-    if resume and ckpt_path.exists():
-        state = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+    if state is not None:
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["opt"])
         sched.load_state_dict(state["sched"])
@@ -266,6 +273,6 @@ def train(
     a, b = fit_calibration(model, val_clips)
     model.calibration.scale, model.calibration.bias = a, b
     final = out / "separator.pt"
-    torch.save(model.checkpoint(train={"steps": step, "batch": config.batch, "lr": config.lr, "seed": config.seed, "ost_weight": config.ost_weight, "data": str(data), "seconds": round(time.time() - t0, 1)}), final)
+    torch.save(model.checkpoint(train={"steps": step, "batch": config.batch, "lr": config.lr, "seed": config.seed, "ost_weight": config.ost_weight, "lookahead": lookahead, "data": str(data), "seconds": round(time.time() - t0, 1)}), final)
     log(f"wrote {final} (calibration scale {a:.3f} bias {b:.3f})")
     return final

@@ -35,10 +35,11 @@ def n_frames(n_samples: int) -> int:
     return math.ceil(n_samples / HOP) + 1
 
 
-def frame_signal(x: torch.Tensor) -> torch.Tensor:
-    """``(B, T)`` waveform -> ``(B, K, N_FFT)`` frames, ``K = n_frames(T)``, zero-padded."""
+def frame_signal(x: torch.Tensor, extra: int = 0) -> torch.Tensor:
+    """``(B, T)`` waveform -> ``(B, K, N_FFT)`` frames, ``K = n_frames(T) + extra``, zero-padded
+    (``extra`` frames of silence after the end: the look-ahead of the last ones)."""
     t = x.shape[-1]
-    k = n_frames(t)
+    k = n_frames(t) + extra
     right = (k - 1) * HOP + N_FFT - PAD - t
     padded = torch.nn.functional.pad(x, (PAD, right))
     return padded.unfold(-1, N_FFT, HOP)
