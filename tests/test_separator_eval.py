@@ -106,3 +106,27 @@ def test_missing_data_dir_is_a_clean_user_error(tmp_path, capsys):
 def test_unknown_method_is_a_clean_user_error(data_dir, capsys):
     assert main(["eval", "separator", "--data", data_dir, "--method", "spleeter"]) == 2
     assert "unknown method" in capsys.readouterr().err
+
+
+def test_versus_prints_the_paired_difference_with_its_interval(data_dir, capsys):
+    """`--versus`: both rows, then the clip-by-clip difference. The oracle beats the unprocessed
+    mixture on every clip, so its interval lies above 0 and equals the oracle's own SI-SDRi."""
+    assert main(["eval", "separator", "--data", data_dir, "--method", "oracle-irm", "--versus", "mixture", "--json"]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.strip().splitlines()]
+    assert [r.get("method") for r in rows] == ["oracle-irm", "mixture", "oracle-irm"]
+    diff = rows[2]
+    assert diff["versus"] == "mixture" and diff["n"] == 3
+    for stem in ("ost", "music"):
+        lo, hi = diff[f"{stem}_ci95"]
+        assert 0 < lo <= diff[f"{stem}_si_sdri_diff"] <= hi
+        assert diff[f"{stem}_si_sdri_diff"] == pytest.approx(rows[0][f"{stem}_si_sdri"], abs=2e-3)
+    assert main(["eval", "separator", "--data", data_dir, "--method", "mixture", "--versus", "mixture"]) == 0
+    out = capsys.readouterr().out
+    assert "mixture - mixture, clip by clip (n 3): OST SI-SDRi +0.000 dB (95 % CI +0.000 .. +0.000)" in out
+
+
+def test_versus_unknown_method_or_with_all_is_a_clean_user_error(data_dir, capsys):
+    assert main(["eval", "separator", "--data", data_dir, "--method", "mixture", "--versus", "spleeter"]) == 2
+    assert "unknown method 'spleeter'" in capsys.readouterr().err
+    assert main(["eval", "separator", "--data", data_dir, "--all", "--versus", "mixture"]) == 2
+    assert "--versus" in capsys.readouterr().err

@@ -63,8 +63,13 @@ def _eval(args: argparse.Namespace) -> int:
             return _fail(str(exc))
         return 0
     methods = list(METHODS) if args.all else [args.method]
-    if any(m not in METHODS for m in methods):
-        return _fail(f"unknown method {args.method!r}; choose from {', '.join(METHODS)}")
+    if args.versus:
+        if args.all:
+            return _fail("--versus compares one --method with one other, not --all")
+        methods.append(args.versus)
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        return _fail(f"unknown method {unknown[0]!r}; choose from {', '.join(METHODS)}")
     rows = []
     try:
         for method in methods:
@@ -78,6 +83,16 @@ def _eval(args: argparse.Namespace) -> int:
         return _fail(str(exc))
     if not args.json:
         print(format_table(rows))
+    if args.versus:
+        from stream.separator.evaluate import paired
+
+        diff = paired(rows[0], rows[1])
+        if args.json:
+            print(json.dumps(diff))
+        else:
+            print(f"\n{diff['method']} - {diff['versus']}, clip by clip (n {diff['n']}): "
+                  f"OST SI-SDRi {diff['ost_si_sdri_diff']:+.3f} dB (95 % CI {diff['ost_ci95'][0]:+.3f} .. {diff['ost_ci95'][1]:+.3f}), "
+                  f"music SI-SDRi {diff['music_si_sdri_diff']:+.3f} dB (95 % CI {diff['music_ci95'][0]:+.3f} .. {diff['music_ci95'][1]:+.3f})")
     return 0
 
 
@@ -132,5 +147,7 @@ def register(groups: dict) -> None:
     p.add_argument("--checkpoint", default=None, help="separator checkpoint (default models/separator.pt)")
     p.add_argument("--limit", type=int, default=None, help="evaluate only the first N clips")
     p.add_argument("--json", action="store_true", help="one JSON object per method per line")
+    p.add_argument("--versus", default=None, metavar="M",
+                   help="also evaluate method M and print --method minus M clip by clip: mean SI-SDRi differences with 95 %% intervals")
     p.add_argument("--calibration", action="store_true", help="instead: reliability of music.probability per 100 ms tick (ECE, Brier, bins) as JSON")
     p.set_defaults(func=_eval)

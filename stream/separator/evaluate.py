@@ -115,7 +115,25 @@ def evaluate(data: str | Path, method: str, split: str | None = None, checkpoint
         "rtf": round(busy / seconds, 5),
         "_median": {k: median(v) for k, v in scores.items()},
         "_split": split,
+        "_clips": {"id": [c.id for c in clips], "ost_i": scores["ost_i"], "music_i": scores["music_i"]},
     }
+
+
+def paired(a: dict, b: dict) -> dict:
+    """``a`` against ``b`` (two ``evaluate`` results on the same clips), clip by clip: the mean
+    difference of OST and of music SI-SDRi and its 95 % interval (mean ± 1.96 standard errors of
+    the per-clip differences). A difference whose interval excludes 0 is one the clips show; one
+    whose interval straddles 0 is a tie at this many clips."""
+    if a["_clips"]["id"] != b["_clips"]["id"]:
+        raise ValueError("paired comparison needs both methods scored on the same clips")
+    out: dict = {"method": a["method"], "versus": b["method"], "n": len(a["_clips"]["id"])}
+    for stem in ("ost", "music"):
+        d = np.asarray(a["_clips"][stem + "_i"]) - np.asarray(b["_clips"][stem + "_i"])
+        mean = float(np.mean(d))
+        se = float(np.std(d, ddof=1) / np.sqrt(len(d))) if len(d) > 1 else float("nan")
+        out[f"{stem}_si_sdri_diff"] = round(mean, 3)
+        out[f"{stem}_ci95"] = [round(mean - 1.96 * se, 3), round(mean + 1.96 * se, 3)]
+    return out
 
 
 def public_row(row: dict) -> dict:
