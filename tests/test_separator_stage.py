@@ -140,3 +140,4 @@ def test_shipped_checkpoint_is_small_and_loads():
 def test_model_info_names_the_model_and_its_card(model):
     info = SeparatorStage(model).model_info()
     assert info["music"]["id"] == MODEL_ID and "separator.md" in info["music"]["card"]
+    assert f"{32 + 16 * model.lookahead} ms lag" in info["music"]["card"]  # the card states the weights' own lag

@@ -3,8 +3,8 @@
 Per 100 ms tick it fills ``tick.fields["music"] = {"probability", "level_db", "ost_to_music_db"}``,
 ``tick.models["music"]`` and ``tick.stems["ost"|"music"]`` (float32 ``(1600,)``, aligned with the
 tick's media time; only the stems named in ``stems``, which the session sets from its config).
-The streamer's lag (32 ms) is under one tick, so a tick is released when the next one arrives
-(``lag_ticks = 1``), or on ``flush()``.
+The streamer's lag (32 ms, or 64 ms with two frames of look-ahead) is under one tick, so a tick is
+released when the next one arrives (``lag_ticks = 1``), or on ``flush()``.
 
 - ``probability``: P(music present in the tick), the Platt-calibrated mean of the model's
   per-frame music logits over the frames centred in the tick.
@@ -37,6 +37,8 @@ class SeparatorStage:
         self.model = model if model is not None else load_shared()
         self.model_id = self.model.model_id
         self.streamer = SeparatorStreamer(self.model)
+        if self.streamer.lag_samples >= TICK_SAMPLES:
+            raise ValueError(f"separator lag {self.streamer.lag_ms} ms is not under one tick (lag_ticks = 1)")
         self._held: list[Tick] = []
         self._audio_ticks: list[bool] = []  # per held tick: did it carry audio?
         self._stems = np.zeros((2, 0), np.float32)  # final stems not yet given to a tick
@@ -49,7 +51,7 @@ class SeparatorStage:
 
     def model_info(self) -> dict[str, dict[str, Any]]:
         """field -> {id, card, validated}, for the server's ``welcome``."""
-        card = ("causal BGM/OST separator (STFT mask, GRU core, 32 ms lag) trained by vibescope on game music "
+        card = (f"causal BGM/OST separator (STFT mask, GRU core, {self.streamer.lag_ms:g} ms lag) trained by vibescope on game music "
                 "(recorded and MIDI-rendered), real and synthetic speech and effects from Debian packages; held-out test: OST SI-SDRi 4.5-4.6 dB, music 7.4-7.6 dB; "
                 "removes the clip's own music too; see models/separator.md")
         # measured against the exact stems of held-out mixtures, but no human ever judged its
