@@ -37,3 +37,25 @@ def test_sessions_benchmark_prints_the_readme_columns() -> None:
     assert row["redis_kb_per_session"] is None  # in-memory store: nothing to read in Redis
     assert row["host"]["ref_ms"] > 0
     assert "metric" in out  # the table before the JSON line
+
+
+def test_separator_benchmark_measures_each_checkpoint_in_one_run(tmp_path) -> None:
+    sys.path.insert(0, str(ROOT))
+    import torch
+
+    from stream.separator.model import CausalMaskSeparator
+
+    shipped = ROOT / "models" / "separator.pt"
+    ahead = CausalMaskSeparator.from_checkpoint(torch.load(shipped, weights_only=True)).with_lookahead(2)
+    ckpt = ahead.checkpoint()
+    ckpt["model_id"] = "lookahead-probe"
+    torch.save(ckpt, tmp_path / "ahead.pt")
+    out = subprocess.run(
+        [sys.executable, "benchmarks/separator.py", "--seconds", "1", "--checkpoint", str(shipped), str(tmp_path / "ahead.pt")],
+        cwd=ROOT, capture_output=True, text=True, timeout=300, check=True,
+    ).stdout
+    rows = [json.loads(line) for line in out.strip().splitlines()[-2:]]
+    assert [r["lag_ms"] for r in rows] == [32.0, 64.0]
+    assert rows[1]["model_id"] == "lookahead-probe" and rows[1]["params"] > rows[0]["params"]
+    assert all(r["rtf_stage"] > 0 and r["delta"] <= 1e-5 for r in rows)
+    assert "lookahead-probe" in out.splitlines()[0]  # the table's header names each column's weights
