@@ -23,10 +23,10 @@ sys.path.insert(0, {root!r})
 log = os.environ["CHAIN_LOG"]
 argv = sys.argv[1:]
 if argv[:2] == ["-m", "stream.separator.finetune_init"]:
-    src, dst, lr = argv[2:]
-    assert os.path.exists(src), "fine-tune from weights that do not exist: " + src
-    float(lr)
-    open(dst, "w").write(src)
+    from stream.separator.finetune_init import build_parser
+    init = build_parser().parse_args(argv[2:])  # exits 2 on an invalid command line
+    assert os.path.exists(init.src), "fine-tune from weights that do not exist: " + init.src
+    open(init.dst, "w").write(init.src)
 else:
     from server.cli import build_parser
     args = build_parser().parse_args(argv)  # exits 2 on an invalid command line
@@ -65,26 +65,32 @@ def test_the_chain_runs_every_step_in_order_from_the_step_before(tmp_path):
     lines = run_chain(tmp_path)
     trains = [x for x in lines if x[:2] == ["train", "separator"]]
     outs = [x[x.index("--out") + 1].removeprefix(work + "/") for x in trains]
-    assert outs == ["v1", "v2a", "v2", "v3", "v4", "v5", "v7", "v8", "v11", "v12"]
+    assert outs == ["v1", "v2a", "v2", "v3", "v4", "v5", "v7", "v8", "v11", "v12", "v14"]
     # v1 starts from scratch; every other run resumes the checkpoint finetune_init made from the
     # weights of the run before it
     assert trains[0][-1] == "None"
     for prev, train in zip(outs, trains[1:]):
         assert train[-1] == f"{work}/{prev}/separator.pt"
-    assert all("--ost-weight" in t for t in trains[-2:]) and not any("--ost-weight" in t for t in trains[:-2])
+    assert all("--ost-weight" in t for t in trains[-3:]) and not any("--ost-weight" in t for t in trains[:-3])
+    # v14 alone has look-ahead: finetune_init adds it to v12's weights, train keeps it
+    inits = [x for x in lines if x[:2] == ["-m", "stream.separator.finetune_init"]]
+    assert [x[x.index("--lookahead") + 1] for x in inits if "--lookahead" in x] == ["2"]
+    assert inits[-1][2] == f"{work}/v12/separator.pt" and "--lookahead" in inits[-1]
+    assert "--lookahead" in trains[-1] and not any("--lookahead" in t for t in trains[:-1])
     evals = [x for x in lines if x[:2] == ["eval", "separator"]]
-    assert len(evals) == 5 and all(x[x.index("--checkpoint") + 1] == f"{work}/v12/separator.pt" for x in evals)
+    assert len(evals) == 5 and all(x[x.index("--checkpoint") + 1] == f"{work}/v14/separator.pt" for x in evals)
+    assert [x[x.index("--versus") + 1] for x in evals if "--versus" in x] == ["dfn3", "dfn3"]  # both test sets
     # a second run repeats no data build and no training, only the evaluations
     again = run_chain(tmp_path)
     assert [x[0] for x in again] == ["eval"] * 5
 
 
-def test_from_placed_v3_weights_the_chain_replays_v4_to_v12_only(tmp_path):
+def test_from_placed_v3_weights_the_chain_replays_v4_to_v14_only(tmp_path):
     work = str(tmp_path / "work")
     lines = run_chain(tmp_path, v3="shipped v3")
     trains = [x for x in lines if x[:2] == ["train", "separator"]]
     outs = [x[x.index("--out") + 1].removeprefix(work + "/") for x in trains]
-    assert outs == ["v4", "v5", "v7", "v8", "v11", "v12"]
+    assert outs == ["v4", "v5", "v7", "v8", "v11", "v12", "v14"]
     assert trains[0][-1] == f"{work}/v3/separator.pt"  # v4 starts from the placed weights
     built = [x[x.index("--out") + 1].removeprefix(work + "/") for x in lines if x[:2] == ["data", "sep-mixtures"]]
     assert "sepdata4h" not in built and "sepdata4h3" not in built  # only v2 needs them

@@ -28,12 +28,16 @@ def write_init(src: str, dst: str, lr: float, lookahead: int = 0) -> None:
     torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(), "step": 0, "config": {"init": src, "lr": lr, "lookahead": lookahead}}, dst)
 
 
-if __name__ == "__main__":
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m stream.separator.finetune_init", description=__doc__.split("\n\n")[0])
     parser.add_argument("src", help="separator weights to start from (a separator.pt)")
     parser.add_argument("dst", help="training-state checkpoint to write (OUT/separator.ckpt)")
     parser.add_argument("lr", type=float, help="the learning rate train will be given")
     parser.add_argument("--lookahead", type=int, default=0, choices=(0, 1, 2), help="add this many frames of look-ahead (zero-initialised)")
-    args = parser.parse_args()
+    return parser
+
+
+if __name__ == "__main__":
+    args = build_parser().parse_args()
     write_init(args.src, args.dst, args.lr, args.lookahead)
     print("wrote", args.dst)
