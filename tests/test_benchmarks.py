@@ -46,16 +46,18 @@ def test_separator_benchmark_measures_each_checkpoint_in_one_run(tmp_path) -> No
     from stream.separator.model import CausalMaskSeparator
 
     shipped = ROOT / "models" / "separator.pt"
-    ahead = CausalMaskSeparator.from_checkpoint(torch.load(shipped, weights_only=True)).with_lookahead(2)
-    ckpt = ahead.checkpoint()
-    ckpt["model_id"] = "lookahead-probe"
-    torch.save(ckpt, tmp_path / "ahead.pt")
+    shipped_lookahead = torch.load(shipped, weights_only=True)["config"].get("lookahead", 0)
+    torch.manual_seed(0)
+    plain = CausalMaskSeparator().checkpoint()  # no look-ahead: 32 ms
+    plain["model_id"] = "plain-probe"
+    torch.save(plain, tmp_path / "plain.pt")
     out = subprocess.run(
-        [sys.executable, "benchmarks/separator.py", "--seconds", "1", "--checkpoint", str(shipped), str(tmp_path / "ahead.pt")],
+        [sys.executable, "benchmarks/separator.py", "--seconds", "1", "--checkpoint", str(tmp_path / "plain.pt"), str(shipped)],
         cwd=ROOT, capture_output=True, text=True, timeout=300, check=True,
     ).stdout
     rows = [json.loads(line) for line in out.strip().splitlines()[-2:]]
-    assert [r["lag_ms"] for r in rows] == [32.0, 64.0]
-    assert rows[1]["model_id"] == "lookahead-probe" and rows[1]["params"] > rows[0]["params"]
+    assert [r["lag_ms"] for r in rows] == [32.0, 32.0 + 16.0 * shipped_lookahead]
+    assert rows[0]["model_id"] == "plain-probe" and rows[0]["params"] == 988162
+    assert rows[1]["params"] == 988162 + shipped_lookahead * (256 + 256) * 257 + (257 if shipped_lookahead else 0)
     assert all(r["rtf_stage"] > 0 and r["delta"] <= 1e-5 for r in rows)
-    assert "lookahead-probe" in out.splitlines()[0]  # the table's header names each column's weights
+    assert "plain-probe" in out.splitlines()[0]  # the table's header names each column's weights
