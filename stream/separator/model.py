@@ -35,7 +35,7 @@ class SeparatorConfig:
     hidden: int = 256
     layers: int = 2
     embed: int = 256
-    lookahead: int = 0  # frames of look-ahead of the mask: lag = (1 + lookahead) frames of 16 ms after the first 32 ms
+    lookahead: int = 0  # frames the mask sees ahead; each adds one 16 ms hop to the 32 ms lag
 
 
 @dataclass
