@@ -1,15 +1,15 @@
 #!/usr/bin/env bash
-# How the shipped separator weights (vibescope-sep-v14, models/separator.pt) were made, as one
+# How the shipped separator weights (vibescope-sep-v15, models/separator.pt) were made, as one
 # command: every data set and training run of the chain in models/separator.md, in order, each
 # fine-tune starting from the weights the run before it produced.
 #
 #   bash models/separator_chain.sh [WORK]        # default WORK=/tmp/vibescope-sep-chain
 #
-# About 3 h of training on a 2-core machine (the last link, v14, 30 min on one thread), plus ~15
-# min of data building with a cold cache
+# About 3.5 h of training on a 2-core machine (the last links, v14 and v15, about 30 min each on
+# one thread), plus ~15 min of data building with a cold cache
 # (needs `apt-get download`, i.e. Debian's package archive). Re-running skips finished steps: a
 # step is done when its separator.pt exists; an interrupted `train` resumes its checkpoint.
-# The result is WORK/v14/separator.pt (copy it to models/ yourself). From scratch it is the same
+# The result is WORK/v15/separator.pt (copy it to models/ yourself). From scratch it is the same
 # recipe, not the same weights: the original v1 run was stopped at step 1000 and resumed with a longer schedule
 # and the then-new re-pitch augmentation (models/separator.md, Training), which one command cannot
 # replay, so expect numbers close to the card's, not equal. Afterwards it prints the card's
@@ -17,9 +17,10 @@
 #
 # From v3 on, the chain replays the weights themselves: v4 and v5 bit for bit, v12 within 3e-5 of
 # the shipped tensors (the later links were first trained on another host), and the card's
-# numbers to 3 decimals (models/separator.md, Training; the v14 link was added after that replay,
-# and its own run is in the card's v14 section). To replay that part from the shipped v3
-# weights (the v1-v3 steps and their own data sets are then skipped):
+# numbers to 3 decimals (models/separator.md, Training). The v14 link, added after that replay,
+# replays bit for bit from the shipped v12 weights (stop 12); v15 is trained the same way. To
+# replay that part from the shipped v3 weights (the v1-v3 steps and their own data sets are then
+# skipped):
 #
 #   mkdir -p WORK/v3 && git show 88777ec:models/separator.pt > WORK/v3/separator.pt
 set -euo pipefail
@@ -71,14 +72,17 @@ data sepdata_v9 --hours 8 --seed 12 --recipe v8
 finetune v12 v11 sepdata_v9 4000 1e-4 --ost-weight 2
 # v14: two frames of look-ahead on v12 (64 ms lag), trained on one thread as the shipped run was
 finetune v14 v12 sepdata_v9 5000 1e-4 --ost-weight 2 --lookahead 2 --threads 1
+# v15: one more round on a fresh draw of recipe v8 (the look-ahead comes with v14's weights)
+data sepdata_v15 --hours 8 --seed 14 --recipe v8
+finetune v15 v14 sepdata_v15 5000 1e-4 --ost-weight 2 --threads 1
 
 # the card's evaluations: validation (selection) sets, then the two held-out test sets
 data septest225 --hours 0.25 --seed 1 --test
 data septest --hours 1.5 --seed 0 --test
 for set in sepdata5 sepdata_v8 sepdata; do
-    $VIBESCOPE eval separator --data "$WORK/$set" --split val --method ours --checkpoint "$WORK/v14/separator.pt" --json
+    $VIBESCOPE eval separator --data "$WORK/$set" --split val --method ours --checkpoint "$WORK/v15/separator.pt" --json
 done
 for set in septest225 septest; do
-    $VIBESCOPE eval separator --data "$WORK/$set" --split test --method ours --checkpoint "$WORK/v14/separator.pt" --versus dfn3 --json
+    $VIBESCOPE eval separator --data "$WORK/$set" --split test --method ours --checkpoint "$WORK/v15/separator.pt" --versus dfn3 --json
 done
-echo "weights: $WORK/v14/separator.pt"
+echo "weights: $WORK/v15/separator.pt"

@@ -65,32 +65,33 @@ def test_the_chain_runs_every_step_in_order_from_the_step_before(tmp_path):
     lines = run_chain(tmp_path)
     trains = [x for x in lines if x[:2] == ["train", "separator"]]
     outs = [x[x.index("--out") + 1].removeprefix(work + "/") for x in trains]
-    assert outs == ["v1", "v2a", "v2", "v3", "v4", "v5", "v7", "v8", "v11", "v12", "v14"]
+    assert outs == ["v1", "v2a", "v2", "v3", "v4", "v5", "v7", "v8", "v11", "v12", "v14", "v15"]
     # v1 starts from scratch; every other run resumes the checkpoint finetune_init made from the
     # weights of the run before it
     assert trains[0][-1] == "None"
     for prev, train in zip(outs, trains[1:]):
         assert train[-1] == f"{work}/{prev}/separator.pt"
-    assert all("--ost-weight" in t for t in trains[-3:]) and not any("--ost-weight" in t for t in trains[:-3])
-    # v14 alone has look-ahead: finetune_init adds it to v12's weights, train keeps it
+    assert all("--ost-weight" in t for t in trains[-4:]) and not any("--ost-weight" in t for t in trains[:-4])
+    # look-ahead is added once, by finetune_init on v12's weights for v14; v15 inherits it from v14
     inits = [x for x in lines if x[:2] == ["-m", "stream.separator.finetune_init"]]
     assert [x[x.index("--lookahead") + 1] for x in inits if "--lookahead" in x] == ["2"]
-    assert inits[-1][2] == f"{work}/v12/separator.pt" and "--lookahead" in inits[-1]
-    assert "--lookahead" in trains[-1] and not any("--lookahead" in t for t in trains[:-1])
+    assert inits[-2][2] == f"{work}/v12/separator.pt" and "--lookahead" in inits[-2]
+    assert inits[-1][2] == f"{work}/v14/separator.pt" and "--lookahead" not in inits[-1]
+    assert [t[t.index("--out") + 1].removeprefix(work + "/") for t in trains if "--lookahead" in t] == ["v14"]
     evals = [x for x in lines if x[:2] == ["eval", "separator"]]
-    assert len(evals) == 5 and all(x[x.index("--checkpoint") + 1] == f"{work}/v14/separator.pt" for x in evals)
+    assert len(evals) == 5 and all(x[x.index("--checkpoint") + 1] == f"{work}/v15/separator.pt" for x in evals)
     assert [x[x.index("--versus") + 1] for x in evals if "--versus" in x] == ["dfn3", "dfn3"]  # both test sets
     # a second run repeats no data build and no training, only the evaluations
     again = run_chain(tmp_path)
     assert [x[0] for x in again] == ["eval"] * 5
 
 
-def test_from_placed_v3_weights_the_chain_replays_v4_to_v14_only(tmp_path):
+def test_from_placed_v3_weights_the_chain_replays_v4_to_v15_only(tmp_path):
     work = str(tmp_path / "work")
     lines = run_chain(tmp_path, v3="shipped v3")
     trains = [x for x in lines if x[:2] == ["train", "separator"]]
     outs = [x[x.index("--out") + 1].removeprefix(work + "/") for x in trains]
-    assert outs == ["v4", "v5", "v7", "v8", "v11", "v12", "v14"]
+    assert outs == ["v4", "v5", "v7", "v8", "v11", "v12", "v14", "v15"]
     assert trains[0][-1] == f"{work}/v3/separator.pt"  # v4 starts from the placed weights
     built = [x[x.index("--out") + 1].removeprefix(work + "/") for x in lines if x[:2] == ["data", "sep-mixtures"]]
     assert "sepdata4h" not in built and "sepdata4h3" not in built  # only v2 needs them

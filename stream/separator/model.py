@@ -27,7 +27,7 @@ from torch import nn
 
 from . import transforms as T
 
-MODEL_ID = "vibescope-sep-v14"  # the id new checkpoints get; a loaded model keeps its own
+MODEL_ID = "vibescope-sep-v15"  # the id new checkpoints get; a loaded model keeps its own
 
 
 @dataclass

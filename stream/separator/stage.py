@@ -52,7 +52,7 @@ class SeparatorStage:
     def model_info(self) -> dict[str, dict[str, Any]]:
         """field -> {id, card, validated}, for the server's ``welcome``."""
         card = (f"causal BGM/OST separator (STFT mask, GRU core, {self.streamer.lag_ms:g} ms lag) trained by vibescope on game music "
-                "(recorded and MIDI-rendered), real and synthetic speech and effects from Debian packages; held-out test: OST SI-SDRi 4.8-4.9 dB, music 7.7-7.9 dB; "
+                "(recorded and MIDI-rendered), real and synthetic speech and effects from Debian packages; held-out test: OST SI-SDRi 4.9 dB, music 7.7-7.8 dB; "
                 "removes the clip's own music too; see models/separator.md")
         # measured against the exact stems of held-out mixtures, but no human ever judged its
         # output on real clips: not "validated on human ratings"
