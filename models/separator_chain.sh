@@ -18,7 +18,7 @@
 # From v3 on, the chain replays the weights themselves: v4 and v5 bit for bit, v12 within 3e-5 of
 # the shipped tensors (the later links were first trained on another host), and the card's
 # numbers to 3 decimals (models/separator.md, Training). The v14 link, added after that replay,
-# replays bit for bit from the shipped v12 weights (stop 12); v15 is trained the same way. To
+# replays bit for bit from the shipped v12 weights, and v15 from the shipped v14 (stop 12). To
 # replay that part from the shipped v3 weights (the v1-v3 steps and their own data sets are then
 # skipped):
 #
