@@ -131,6 +131,12 @@ class CausalMaskSeparator(nn.Module):
         ost = T.overlap_add(ost_frames, n)
         return ost, mixture - ost, logits[:, : ost_frames.shape[1]]
 
+    @staticmethod
+    def lookahead_of(state_dict: dict) -> int:
+        """The look-ahead (frames) of the weights in ``state_dict``, read off its tensors' shapes."""
+        head = state_dict.get("lookahead_head.weight")
+        return 0 if head is None else head.shape[1] // state_dict["mask_head.weight"].shape[1]
+
     def with_lookahead(self, frames: int) -> "CausalMaskSeparator":
         """A copy of this model with ``frames`` of look-ahead, its look-ahead term zero: the same
         offline outputs, streamed ``frames`` hops later. Where look-ahead fine-tuning starts."""

@@ -62,7 +62,6 @@ class SeparatorStreamer:
         self._past_frames = np.zeros((0, T.N_FFT), np.float32)  # frames waiting for their look-ahead
         self._past_feats = np.zeros((0, self.model.feature_size), np.float32)  # ... and their features
         self._mix = np.zeros(0, np.float32)  # input from the next output sample on
-        self._frames = 0  # frames the GRU has seen so far
         self._out_frames = 0  # frames masked so far (``lookahead`` fewer, once enough came in)
         self._fed = 0  # input samples received
         self._emitted = 0  # output samples returned
@@ -114,7 +113,6 @@ class SeparatorStreamer:
             for b, i in enumerate(members):
                 s = streamers[i]
                 s._h, s._past_frames, s._past_feats = h[:, b:b + 1].copy(), past_frames[b].copy(), past_feats[b].copy()
-                s._frames += len(cut[i][1])
                 s._logits = np.concatenate([s._logits, logits[b]])
                 s._mix = np.concatenate([s._mix, cut[i][0]])
                 out[i] = s._overlap_add(ost_frames[b])
@@ -182,7 +180,7 @@ class SeparatorStreamer:
             "past_frames": self._past_frames.copy(),
             "past_feats": self._past_feats.copy(),
             "mix": self._mix.copy(),
-            "frames": int(self._frames),
+            "frames": int(self._out_frames + len(self._past_frames)),  # the GRU's: masked + waiting
             "out_frames": int(self._out_frames),
             "fed": int(self._fed),
             "emitted": int(self._emitted),
@@ -195,7 +193,6 @@ class SeparatorStreamer:
         self._pending = np.asarray(state["pending"], np.float32).copy()
         self._ola = np.asarray(state["ola"], np.float32).copy()
         self._h = np.asarray(state["h"], np.float32).copy()
-        self._frames = int(state["frames"])
         if "out_frames" in state:
             self._past_frames = np.asarray(state["past_frames"], np.float32).reshape(-1, T.N_FFT).copy()
             self._past_feats = np.asarray(state["past_feats"], np.float32).reshape(-1, self.model.feature_size).copy()
@@ -205,8 +202,8 @@ class SeparatorStreamer:
             # emitted is the last hop of the left context
             self._past_frames = np.zeros((0, T.N_FFT), np.float32)
             self._past_feats = np.zeros((0, self.model.feature_size), np.float32)
-            self._mix = self._context[-T.HOP:].copy() if self._frames else np.zeros(0, np.float32)
-            self._out_frames = self._frames
+            self._out_frames = int(state["frames"])
+            self._mix = self._context[-T.HOP:].copy() if self._out_frames else np.zeros(0, np.float32)
         self._fed = int(state["fed"])
         self._emitted = int(state["emitted"])
         self._logits = np.asarray(state["logits"], np.float32).copy()

@@ -221,8 +221,7 @@ def train(
     state = torch.load(ckpt_path, map_location="cpu", weights_only=False) if resume and ckpt_path.exists() else None
     lookahead = config.lookahead
     if state is not None:  # the checkpoint decides (finetune_init --lookahead writes one with it)
-        head = state["model"].get("lookahead_head.weight")
-        lookahead = 0 if head is None else head.shape[1] // (config.hidden + SeparatorConfig.embed)
+        lookahead = CausalMaskSeparator.lookahead_of(state["model"])
         if config.lookahead and config.lookahead != lookahead:
             raise DataError(f"{ckpt_path} has look-ahead {lookahead}, not {config.lookahead}: resume it without --lookahead, or use --no-resume")
     model = CausalMaskSeparator(SeparatorConfig(hidden=config.hidden, layers=config.layers, lookahead=lookahead))
