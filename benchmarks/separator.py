@@ -22,10 +22,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from stream.pipeline import TICK_SAMPLES, Tick  # noqa: E402
-from stream.separator.model import load_shared  # noqa: E402
-from stream.separator.stage import SeparatorStage  # noqa: E402
-from stream.separator.streamer import SeparatorStreamer, probe_signal, selfcheck  # noqa: E402
+from vibescope.stream.stage import Tick  # noqa: E402
+
+from vibescope.stream.timebase import TICK_SAMPLES  # noqa: E402
+from vibescope.stream.separator.model import load_shared  # noqa: E402
+from vibescope.stream.separator.stage import SeparatorStage  # noqa: E402
+from vibescope.stream.separator.streamer import SeparatorStreamer, probe_signal, selfcheck  # noqa: E402
 
 
 def main() -> None:

@@ -30,11 +30,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.host import host_info  # noqa: E402
-from server.client import PushClient  # noqa: E402
-from stream.engine import Chunk  # noqa: E402
-from stream.media import encode_jpeg  # noqa: E402
-from stream.pipeline import TICK_SAMPLES  # noqa: E402
-from stream.source import iter_chunks, looped  # noqa: E402
+from vibescope.server.client import PushClient  # noqa: E402
+from vibescope.stream.media import Chunk  # noqa: E402
+from vibescope.stream.media import encode_jpeg  # noqa: E402
+from vibescope.stream.timebase import TICK_SAMPLES  # noqa: E402
+from vibescope.stream.source import iter_chunks, looped  # noqa: E402
 
 
 def free_port() -> int:
@@ -131,7 +131,7 @@ class _TimedClient(PushClient):
 def metrics(port: int) -> dict[str, float]:
     import urllib.request
 
-    from server.metrics import parse
+    from vibescope.server.metrics import parse
 
     return parse(urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode())
 
@@ -157,7 +157,7 @@ def main() -> int:
     ports = [free_port() for _ in range(args.replicas)]
     logs, servers = [], []
     for port in ports:
-        cmd = [sys.executable, "-m", "server", "serve", "--port", str(port), "--pipeline", args.pipeline,
+        cmd = [sys.executable, "-m", "vibescope", "serve", "--port", str(port), "--pipeline", args.pipeline,
                "--workers", str(args.workers)]
         if use_redis:
             cmd += ["--redis", args.redis, "--redis-prefix", prefix]

@@ -26,15 +26,18 @@ def main() -> int:
     import torch
 
     torch.set_num_threads(1)
-    from stream.engine import PIPELINES, BaseStage, Chunk, Session, SessionConfig
-    from stream.media import encode_jpeg
-    from stream.tagf.expression import ExpressionStage
-    from stream.tagf.plot import plot_timeline
-    from stream.tagf.stage import TagfStage
+    from vibescope.stream.media import Chunk
+    from vibescope.stream.pipelines import PIPELINES
+    from vibescope.stream.session import Session, SessionConfig
+    from vibescope.stream.signal import SignalStage
+    from vibescope.stream.media import encode_jpeg
+    from vibescope.stream.tagf.expression import ExpressionStage
+    from vibescope.stream.tagf.plot import plot_timeline
+    from vibescope.stream.tagf.stage import TagfStage
     from tagf_realclip import all_frames, decode_audio_16k, fetch_single_face_clip
 
     clip = args.clip or fetch_single_face_clip()
-    PIPELINES["tagf-clip"] = lambda: [BaseStage(), ExpressionStage(), TagfStage()]
+    PIPELINES["tagf-clip"] = lambda: [SignalStage(), ExpressionStage(), TagfStage()]
     s = Session(SessionConfig(audio_encoding="pcm16", stages="tagf-clip"))
     res = [s.feed(Chunk("video", encode_jpeg(rgb, quality=90), t)) for t, rgb in all_frames(clip)]
     pcm = (np.clip(decode_audio_16k(clip), -1, 1) * 32767).astype("<i2")

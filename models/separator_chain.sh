@@ -40,7 +40,7 @@ finetune() {  # finetune NAME FROM DATA STEPS LR [train options...]: FROM's weig
     mkdir -p "$WORK/$name"
     local init=() args=("$@")  # a --lookahead N among the train options is added by finetune_init
     for i in "${!args[@]}"; do [ "${args[$i]}" = --lookahead ] && init=(--lookahead "${args[$((i + 1))]}"); done
-    [ -f "$WORK/$name/separator.ckpt" ] || $PYTHON -m stream.separator.finetune_init "$WORK/$from/separator.pt" "$WORK/$name/separator.ckpt" "$lr" "${init[@]}"
+    [ -f "$WORK/$name/separator.ckpt" ] || $PYTHON -m vibescope.stream.separator.finetune_init "$WORK/$from/separator.pt" "$WORK/$name/separator.ckpt" "$lr" "${init[@]}"
     $VIBESCOPE train separator --data "$WORK/$set" --out "$WORK/$name" --steps "$steps" --lr "$lr" --threads 2 "$@"
 }
 

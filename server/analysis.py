@@ -1,169 +1,150 @@
-"""The analysis threads of a server process: every connection's queued work, in lock-step.
+"""A connection's analysis loop: it takes what the backlog holds, feeds the engine as a job of
+the process's analysis pool (server/pool.py, together with the other sessions'), writes state and
+events to the store in one atomic write, and only then sends the events and the ``ack``.
 
-A connection hands its batch of frames to :meth:`AnalysisPool.run` as a *job*: a generator that
-yields ``(engine session, chunks)`` feed requests (the frames it has waiting, in order), receives
-one result per chunk (a :class:`~stream.engine.FeedResult` or the exception it raised), and
-returns its result. A pool thread takes every job waiting and advances them together: each
-round, one request of every job goes through :func:`stream.engine.feed_many`, so every stage sees
-the ticks of all sessions at once and runs its models once per tick round for all of them
-(silero-vad, the separator and TAGF take a batch row per session), and each model's weights stay
-in the CPU caches while it runs. One session after the other, the same work cost about twice the CPU
-(README, Performance). Under light load a round holds one session and nothing waits for company:
-a job starts as soon as a thread is free.
-
-Jobs awaited with :meth:`AnalysisPool.run` are handed back to their event loop once per round, all
-of that round's finished jobs in one ``call_soon_threadsafe`` (each call writes to the loop's
-wake-up pipe: one system call per finished job was about 3 % of a loaded process's time).
+A bug in the analysis of one frame must not end the session: the engine is restored from the
+last stored state and the batch replayed without that frame, which is answered with an
+``internal`` error (and acknowledged, so it is not resent forever). The engine is deterministic,
+so the replay gives the same results.
 """
 from __future__ import annotations
 
-import asyncio
-import queue
-import threading
-import time
-from collections import defaultdict
-from concurrent.futures import Future
-from typing import Any, Callable, Generator
+import json
+import logging
+from typing import Any
 
-from stream.engine import Chunk, FeedResult, Session, feed_many
+from vibescope.server.backlog import Backlog, Pending
+from vibescope.server.context import ConnectionContext
+from vibescope.server.handshake import OpenSession
+from vibescope.server.outbox import Outbox
+from vibescope.server.pool import Job
+from vibescope.server.protocol import KIND_NAMES, CloseCode, ErrorCode, Kind, encode_frame
+from vibescope.server.shedding import VideoShedding
+from vibescope.server.store import OwnershipLost
+from vibescope.stream.events import FeedResult
+from vibescope.stream.media import Chunk, MediaError, float_to_pcm16
+from vibescope.stream.session import Session
+from vibescope.stream.timebase import TICK_SECONDS
 
-GATHER_GAP_S = 0.004  # a round starts once no job has come for this long...
-GATHER_MAX_S = 0.020  # ...or this long after its first job came
+log = logging.getLogger("vibescope.analysis")
 
-Job = Generator[tuple[Session, list[Chunk]], "list[FeedResult | Exception] | BaseException", Any]
-# an awaiting event loop and the future it awaits, for jobs submitted with AnalysisPool.run
-Waiter = tuple[asyncio.AbstractEventLoop, asyncio.Future]
-
-
-def call(fn: Callable[..., Any], *args: Any) -> Job:
-    """A plain function call as a job (state loading and saving at session start)."""
-    return fn(*args)
-    yield  # noqa: unreachable (makes this a generator)
+BATCH_ITEMS = 32  # frames analysed per state write at most
 
 
-class AnalysisPool:
-    """``threads`` analysis threads sharing one queue of jobs; see the module docstring."""
+class _ItemFailed(Exception):
+    def __init__(self, seq: int, cause: BaseException) -> None:
+        super().__init__(seq)
+        self.seq, self.cause = seq, cause
 
-    def __init__(self, threads: int) -> None:
-        self._jobs: queue.SimpleQueue[tuple[Future, Job, Waiter | None] | None] = queue.SimpleQueue()
-        self._lock = threading.Lock()
-        self.rounds = 0  # feed_many calls so far
-        self.requests = 0  # sessions fed in them (requests / rounds = mean sessions per round)
-        self._closed = False
-        self._threads = [threading.Thread(target=self._loop, name=f"analysis-{i}", daemon=True)
-                         for i in range(max(1, threads))]
-        for t in self._threads:
-            t.start()
 
-    def submit(self, job: Job, waiter: Waiter | None = None) -> Future:
-        fut: Future = Future()
-        self._jobs.put((fut, job, waiter))
-        return fut
+class AnalysisLoop:
+    def __init__(self, ctx: ConnectionContext, outbox: Outbox, session: OpenSession, backlog: Backlog,
+                 shedding: VideoShedding) -> None:
+        self.ctx, self.outbox, self.session = ctx, outbox, session
+        self.backlog, self.shedding = backlog, shedding
+        self.metrics = ctx.metrics
+        self._ost_seq = 0
 
-    async def run(self, job: Job) -> Any:
-        """Run a job in the pool; its return value, or its exception raised here."""
-        loop = asyncio.get_running_loop()
-        waiter = loop.create_future()
-        self.submit(job, (loop, waiter))
-        return await waiter
-
-    def shutdown(self) -> None:
-        """Threads stop after the jobs they have taken; jobs still queued are cancelled."""
-        self._closed = True
-        for _ in self._threads:
-            self._jobs.put(None)
-
-    def _loop(self) -> None:
+    async def run(self) -> None:
+        s = self.session
         while True:
-            jobs = [self._jobs.get()]
-            # every job waiting joins this round, and those that come in while jobs keep coming:
-            # the connections whose last round just ended resubmit within a few ms (after their
-            # store write), and a round that waits for them analyses twice as many sessions
-            deadline = time.monotonic() + GATHER_MAX_S
-            while jobs[-1] is not None:
-                wait = min(GATHER_GAP_S, deadline - time.monotonic())
-                try:
-                    jobs.append(self._jobs.get(timeout=wait) if wait > 0 else self._jobs.get_nowait())
-                except queue.Empty:
-                    break
-            stop = jobs[-1] is None or self._closed
-            jobs = [job for job in jobs if job is not None]
-            if self._closed:
-                done: dict[asyncio.AbstractEventLoop, list[tuple[Future, asyncio.Future]]] = defaultdict(list)
-                for fut, _, waiter in jobs:
-                    fut.cancel()
-                    _finished(done, fut, waiter)
-                _wake(done)
-            else:
-                self._advance(jobs)
-            if stop:
+            items = await self.backlog.take(BATCH_ITEMS)
+            try:
+                results, errors, state = await self.ctx.pool.run(self._process(items))
+            except Exception:  # a bug in analysis: the stored state is still the last good one
+                log.exception("analysis failed in session %s", s.session_id)
+                await self.outbox.fail(ErrorCode.INTERNAL, "internal analysis error; resume to continue", CloseCode.INTERNAL)
+                return
+            events = [json.dumps(ev) for r in results for ev in r[1]]
+            last_seq = max(it.seq for it in items)
+            try:
+                size = await self.ctx.store.save(s.session_id, s.owner, state, last_seq, events)
+            except OwnershipLost:
+                await self.outbox.fail(ErrorCode.SESSION_BUSY, "session taken over by a newer connection", CloseCode.SESSION_BUSY)
+                return
+            except Exception as exc:  # store down: nothing acknowledged, the client resumes later
+                log.error("state store write failed for %s: %s", s.session_id, exc)
+                await self.outbox.fail(ErrorCode.INTERNAL, "state store unavailable; resume later", CloseCode.TRY_AGAIN)
+                return
+            s.last_state, s.acked_seq = state, last_seq
+            self.metrics.state_size.observe(size)
+            self.metrics.state_bytes[s.session_id] = size
+            sent = self.ctx.clock()
+            live = [it.arrived for it in items if not it.catch_up]
+            self.shedding.answered(min(live, default=None), caught_up=sum(it.catch_up for it in items))
+            for item, evs, stems in results:
+                self.metrics.latency.observe(sent - item.arrived)
+                if stems is not None:
+                    self._send_ost(stems, evs)
+            for event in events:
+                self.outbox.send_json(event)
+            self.metrics.events_total += len(events)
+            for seq, code, message in errors:
+                self.outbox.send_error(code, message, seq)
+            self.outbox.send_json({"type": "ack", "seq": s.acked_seq})
+            if items[-1].bye:
+                self.outbox.send_json({"type": "bye", "acked_seq": s.acked_seq})
+                await self.outbox.close(CloseCode.NORMAL, "bye")
                 return
 
-    def _advance(self, jobs: list[tuple[Future, Job, Waiter | None]]) -> None:
-        """Run the jobs to their end, one feed request of each per round."""
-        pending: list[tuple[Future, Job, Waiter | None, tuple[Session, list[Chunk]]]] = []
-        done: dict[asyncio.AbstractEventLoop, list[tuple[Future, asyncio.Future]]] = defaultdict(list)
-        for fut, job, waiter in jobs:
-            if waiter is not None and waiter[1].cancelled():  # its awaiting task has gone
-                fut.cancel()
-            if fut.set_running_or_notify_cancel():  # False: cancelled while it waited
-                _step(fut, job, waiter, None, pending, done)
-        _wake(done)
-        while pending:
+    def _process(self, items: list[Pending]) -> Job:
+        """An analysis job (server/pool.py): feed every item, then serialise the engine state once.
+
+        Returns ``(results, errors, state bytes)``; see the module docstring for the replay."""
+        failed: dict[int, str] = {}
+        while True:
             try:
-                results: list[Any] = feed_many([request for *_, request in pending])
-            except Exception as exc:  # a bug outside any one session: every job of the round gets it
-                results = [exc] * len(pending)
-            with self._lock:
-                self.rounds += 1
-                self.requests += len(pending)
-            advanced: list[tuple[Future, Job, Waiter | None, tuple[Session, list[Chunk]]]] = []
-            done = defaultdict(list)
-            for (fut, job, waiter, _), result in zip(pending, results):
-                _step(fut, job, waiter, result, advanced, done)
-            _wake(done)
-            pending = advanced
+                return (yield from self._feed_items(items, failed))
+            except _ItemFailed as f:
+                log.error("analysis of seq %d in session %s failed: %r", f.seq, self.session.session_id, f.cause)
+                failed[f.seq] = f"internal error analysing this frame ({type(f.cause).__name__}); it was skipped"
+                self.session.engine = Session.from_bytes(self.session.last_state)
 
+    def _feed_items(self, items: list[Pending], failed: dict[int, str]) -> Job:
+        engine = self.session.engine
+        results: list[tuple[Pending, list[dict], Any]] = []
+        errors: list[tuple[int, str, str]] = []
 
-def _step(fut: Future, job: Job, waiter: Waiter | None, value: Any, pending: list, done: dict) -> None:
-    """Send a job its last request's results (throw in an exception instead, should feed_many itself
-    have failed) and queue its next request; or settle its future when it has finished (and note
-    its waiter, woken with the round's others)."""
-    try:
-        request = job.throw(value) if isinstance(value, BaseException) else job.send(value)
-    except StopIteration as stop:
-        fut.set_result(stop.value)
-    except BaseException as exc:
-        fut.set_exception(exc)
-    else:
-        pending.append((fut, job, waiter, request))
-        return
-    _finished(done, fut, waiter)
+        def media(item: Pending) -> bool:  # a frame to analyse
+            return item.frame is not None and not item.bye and item.seq not in failed
 
+        i = 0
+        while i < len(items):
+            if media(items[i]):
+                run = []  # consecutive frames: one request, fed with other sessions' (AnalysisPool)
+                while i < len(items) and media(items[i]):
+                    run.append(items[i])
+                    i += 1
+                outs = yield engine, [Chunk(KIND_NAMES[it.frame.kind], it.frame.payload, it.frame.timestamp) for it in run]
+                for item, out in zip(run, outs):
+                    if isinstance(out, MediaError):
+                        errors.append((item.seq, ErrorCode.BAD_MEDIA, str(out)))
+                    elif isinstance(out, Exception):
+                        raise _ItemFailed(item.seq, out) from out
+                    else:
+                        self._collect(results, item, out)
+                continue
+            item = items[i]
+            i += 1
+            if item.bye:
+                if not engine.flushed:
+                    self._collect(results, item, engine.flush())
+            elif item.seq in failed:
+                errors.append((item.seq, ErrorCode.INTERNAL, failed[item.seq]))
+            elif item.skipped:
+                engine.note_dropped_video()
+        return results, errors, engine.to_bytes()
 
-def _finished(done: dict, fut: Future, waiter: Waiter | None) -> None:
-    """Note a settled job's waiter, to be woken with the others of its round (:func:`_wake`)."""
-    if waiter is not None:
-        done[waiter[0]].append((fut, waiter[1]))
+    def _collect(self, results: list, item: Pending, out: FeedResult) -> None:
+        evs = [ev.to_dict() for ev in out.events]
+        done = self.ctx.clock()
+        for ev in evs:
+            ev["latency_ms"] = round((done - item.arrived) * 1000.0, 2)
+        results.append((item, evs, out.stems.get("ost") if self.session.want_ost else None))
 
-
-def _wake(done: dict[asyncio.AbstractEventLoop, list[tuple[Future, asyncio.Future]]]) -> None:
-    """Hand finished jobs to the event loops awaiting them: one wake-up per loop."""
-    for loop, settled in done.items():
-        try:
-            loop.call_soon_threadsafe(_settle, settled)
-        except RuntimeError:  # the loop has closed: nobody awaits these any more
-            pass
-
-
-def _settle(settled: list[tuple[Future, asyncio.Future]]) -> None:
-    """In the event loop: copy each finished job's outcome to the future its task awaits."""
-    for fut, waiter in settled:
-        if waiter.cancelled():
-            continue
-        if fut.cancelled():
-            waiter.cancel()
-        elif fut.exception() is not None:
-            waiter.set_exception(fut.exception())
-        else:
-            waiter.set_result(fut.result())
+    def _send_ost(self, ost: Any, events: list[dict]) -> None:
+        if not events:
+            return
+        start = events[0]["t"] - TICK_SECONDS
+        self._ost_seq += 1
+        self.outbox.post(encode_frame(Kind.AUDIO, self._ost_seq, int(round(start * 1e6)), float_to_pcm16(ost)))

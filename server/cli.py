@@ -11,10 +11,10 @@ import importlib
 import sys
 
 COMMAND_MODULES = (
-    "server.commands.stream",
-    "server.commands.separator",
-    "server.commands.tagf",
-    "server.commands.selfcheck",
+    "vibescope.server.commands.stream",
+    "vibescope.server.commands.separator",
+    "vibescope.server.commands.tagf",
+    "vibescope.server.commands.selfcheck",
 )
 
 

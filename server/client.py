@@ -16,8 +16,9 @@ import numpy as np
 import websockets
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
-from server.protocol import PROTOCOL_VERSION, Kind, decode_frame, encode_frame
-from stream.engine import Chunk
+from vibescope.server.protocol import PROTOCOL_VERSION, Kind, decode_frame, encode_frame
+from vibescope.stream.media import Chunk
+from vibescope.stream.timebase import SAMPLE_RATE
 
 KINDS = {"audio": Kind.AUDIO, "video": Kind.VIDEO, "container": Kind.CONTAINER}
 FATAL_CLOSES = {4000: "unsupported protocol version", 4001: "missing or wrong token",
@@ -58,7 +59,7 @@ class PushClient:
         self.token = token
         self.session_id = session_id
         self.resume_token = resume_token
-        self.audio = audio if audio is not None else {"encoding": "pcm16", "sample_rate": 16000, "channels": 1}
+        self.audio = audio if audio is not None else {"encoding": "pcm16", "sample_rate": SAMPLE_RATE, "channels": 1}
         self.video = video
         self.container = container
         self.want_ost = want_ost
@@ -76,6 +77,7 @@ class PushClient:
         self.welcome: dict[str, Any] | None = None
         self._acked_cond: asyncio.Condition | None = None
         self._done = False
+        self._started: float | None = None  # perf_counter time of media time 0, at real-time pace
 
     async def run(self, chunks: Iterable[Chunk]) -> PushStats:
         """Send every chunk, then ``bye``; returns when the server said bye (all acknowledged)."""
@@ -83,7 +85,6 @@ class PushClient:
         source = iter(chunks)
         seq = 0
         pending: Chunk | None = None
-        started: float | None = None
         backoff, down_since = 0.25, None
         while not self._done:
             try:
@@ -104,11 +105,11 @@ class PushClient:
                                 pending = next(source, None)
                                 if pending is None:
                                     break
-                            if started is None:
-                                started = time.perf_counter() - pending.t
+                            if self._started is None:
+                                self._started = time.perf_counter() - pending.t
                             if self.realtime:
-                                end = pending.t + (len(pending.payload) / 2 / 16000 if pending.kind == "audio" else 0)
-                                delay = started + end - time.perf_counter()
+                                end = pending.t + (len(pending.payload) / 2 / SAMPLE_RATE if pending.kind == "audio" else 0)
+                                delay = self._started + end - time.perf_counter()
                                 if delay > 0:
                                     await asyncio.sleep(delay)
                             await self._wait_window(reader)
@@ -159,6 +160,10 @@ class PushClient:
             hello["token"] = self.token
         if self.session_id:
             hello.update(session_id=self.session_id, resume_token=self.resume_token, last_event_t=self.last_event_t)
+            if self.realtime and self._started is not None:
+                # what came due while we were away goes out in a burst now: the server analyses it
+                # like live media instead of taking the burst for a server that fell behind
+                hello["catch_up_until_t"] = round(time.perf_counter() - self._started, 3)
         await ws.send(json.dumps(hello))
         raw = await asyncio.wait_for(ws.recv(), timeout=15)
         msg = json.loads(raw) if isinstance(raw, str) else {}
@@ -217,7 +222,7 @@ class PushClient:
                 return
 
 
-def write_wav(path: str, pieces: list[tuple[float, bytes]], rate: int = 16000) -> float:
+def write_wav(path: str, pieces: list[tuple[float, bytes]], rate: int = SAMPLE_RATE) -> float:
     """PCM16 mono pieces (media time s, bytes) -> a WAV file placed by media time; returns seconds."""
     import wave
 

@@ -19,10 +19,10 @@ from __future__ import annotations
 import json
 import struct
 from dataclasses import asdict, dataclass, field
-from enum import IntEnum
+from enum import IntEnum, StrEnum
 from typing import Any
 
-from stream.media import image_kind as sniff_image  # one sniffing rule for protocol and decoder
+from vibescope.stream.media import image_kind as sniff_image  # one sniffing rule for protocol and decoder
 
 PROTOCOL_VERSION = 1
 MAGIC = b"VS"
@@ -36,7 +36,10 @@ class Kind(IntEnum):
     CONTAINER = 3  # WebM/Matroska or MP4 bytes as MediaRecorder produces them
 
 
-class ErrorCode:
+KIND_NAMES = {Kind.AUDIO: "audio", Kind.VIDEO: "video", Kind.CONTAINER: "container"}  # as in stream.media.Chunk
+
+
+class ErrorCode(StrEnum):
     """Error codes sent in ``error`` messages (stable strings, documented in docs/protocol.md)."""
 
     BAD_JSON = "bad_json"
@@ -56,19 +59,21 @@ class ErrorCode:
     INTERNAL = "internal"
 
 
-class CloseCode:
-    NORMAL = 1000
+class CloseCode(IntEnum):
+    """WebSocket close codes the server uses (docs/protocol.md, Closing)."""
+
+    NORMAL = 1000  # done (after bye)
     GOING_AWAY = 1001
-    POLICY = 1008
-    TOO_BIG = 1009
-    INTERNAL = 1011
-    TRY_AGAIN = 1013
+    POLICY = 1008  # a limit or rule was broken (idle, no hello in time, frame flood)
+    TOO_BIG = 1009  # a message over max_message_bytes
+    INTERNAL = 1011  # a server bug; resume to continue
+    TRY_AGAIN = 1013  # the server cannot serve the session now (shutdown, store down); resume later
     # the protocol's own (4000-4999)
     UNSUPPORTED_VERSION = 4000
-    UNAUTHORIZED = 4001
-    HELLO_REQUIRED = 4002
-    UNKNOWN_SESSION = 4004
-    SESSION_BUSY = 4009
+    UNAUTHORIZED = 4001  # missing or wrong token
+    HELLO_REQUIRED = 4002  # the first message was not a hello
+    UNKNOWN_SESSION = 4004  # unknown or expired session, wrong resume token: start a new one
+    SESSION_BUSY = 4009  # a newer connection took the session over
 
 
 class ProtocolError(Exception):
@@ -140,6 +145,9 @@ class Hello:
     session_id: str | None = None  # set when resuming
     resume_token: str | None = None
     last_event_t: float | None = None  # media time of the last overlay event the client holds
+    # on a resume: media before this time (seconds) came due while the client was away; the
+    # server analyses it like live media, never skipping its video (server/shedding.py)
+    catch_up_until_t: float | None = None
     audio: AudioFormat | None = field(default_factory=AudioFormat)
     video: str | None = "jpeg"
     container: str | None = None  # MIME type when media arrives as container chunks
@@ -191,14 +199,18 @@ class Hello:
         if not isinstance(want, list) or any(w not in WANTS for w in want):
             raise bad(f"hello.want must be a list drawn from {WANTS}")
         last_t = d.get("last_event_t")
-        if last_t is not None and not isinstance(last_t, (int, float)):
+        if last_t is not None and (isinstance(last_t, bool) or not isinstance(last_t, (int, float))):
             raise bad("hello.last_event_t must be a number")
+        catch_up = d.get("catch_up_until_t")
+        if catch_up is not None and (isinstance(catch_up, bool) or not isinstance(catch_up, (int, float))):
+            raise bad("hello.catch_up_until_t must be a number")
         return cls(
             protocol=proto,
             token=d.get("token"),
             session_id=d.get("session_id"),
             resume_token=d.get("resume_token"),
             last_event_t=None if last_t is None else float(last_t),
+            catch_up_until_t=None if catch_up is None else float(catch_up),
             audio=audio,
             video=video,
             container=container,

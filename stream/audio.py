@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
-from stream.pipeline import SAMPLE_RATE
+from vibescope.stream.timebase import SAMPLE_RATE
 
 VAD_MODEL_ID = "silero-vad-6"
 LOUDNESS_ID = "rms-dbfs"

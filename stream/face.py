@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from stream.media import Picture, image_shape, sample_rgb
-from stream.pipeline import FaceObservation
+from vibescope.stream.media import Picture, image_shape, sample_rgb
+from vibescope.stream.stage import FaceObservation
 
 MODEL_ID = "retinaface-mnet025"
 _MEAN_BGR = np.array([104.0, 117.0, 127.0], dtype=np.float32)
@@ -90,7 +90,7 @@ class FaceDetector:
         self.max_side = max_side
 
     def detect_all(self, image: "np.ndarray | Picture") -> list[FaceObservation]:
-        """RGB uint8 (H, W, 3) or a :class:`~stream.media.Picture` -> faces sorted by box area,
+        """RGB uint8 (H, W, 3) or a :class:`~vibescope.stream.media.Picture` -> faces sorted by box area,
         largest first."""
         h, w = image_shape(image)
         scale = min(1.0, self.max_side / max(h, w))

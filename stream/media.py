@@ -12,12 +12,23 @@ import math
 import threading
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Any
+from typing import Any, Literal
 
 import av
 import numpy as np
 
-TARGET_RATE = 16000
+from vibescope.stream.timebase import SAMPLE_RATE
+
+ChunkKind = Literal["audio", "video", "container"]
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """One piece of a session's media, as a client sends it."""
+
+    kind: ChunkKind
+    payload: bytes
+    t: float = 0.0  # capture media time of the chunk's start, seconds (ignored for containers)
 
 
 class MediaError(ValueError):
@@ -52,7 +63,7 @@ def float_to_pcm16(x: np.ndarray) -> bytes:
 # --- resampling --------------------------------------------------------------------------------
 
 class Resampler:
-    """Streaming rational resampler (Kaiser-windowed sinc), any rate -> ``TARGET_RATE``.
+    """Streaming rational resampler (Kaiser-windowed sinc), any rate -> ``SAMPLE_RATE``.
 
     Output sample n lies at input time n * rate_in / rate_out; it is emitted once the input covers
     the filter's right half, so the output is time-aligned with the input (no shift), only later.
@@ -62,7 +73,7 @@ class Resampler:
     ZERO_CROSSINGS = 16
     BETA = 8.0
 
-    def __init__(self, rate_in: int, rate_out: int = TARGET_RATE) -> None:
+    def __init__(self, rate_in: int, rate_out: int = SAMPLE_RATE) -> None:
         self.rate_in = rate_in
         self.rate_out = rate_out
         ratio = Fraction(rate_out, rate_in)

@@ -6,7 +6,7 @@ import importlib
 from typing import Any
 
 # module with a ``selfcheck(seed) -> {"name", "lag_ms", "stride_ms", "rtf", "delta"}``
-STREAMERS = ("stream.separator.streamer", "stream.tagf.streamer")
+STREAMERS = ("vibescope.stream.separator.streamer", "vibescope.stream.tagf.streamer")
 DELTA_LIMIT = 1e-5
 
 

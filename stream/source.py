@@ -11,9 +11,9 @@ from typing import Iterator
 import av
 import numpy as np
 
-from stream.engine import Chunk
-from stream.media import MediaError, encode_jpeg, frame_to_rgb
-from stream.pipeline import SAMPLE_RATE, TICK_SAMPLES
+from vibescope.stream.media import Chunk
+from vibescope.stream.media import MediaError, encode_jpeg, frame_to_rgb
+from vibescope.stream.timebase import SAMPLE_RATE, TICK_SAMPLES
 
 
 def _audio_chunks(path: Path) -> Iterator[Chunk]:
@@ -104,3 +104,17 @@ def looped(chunks: list[Chunk], seconds: float) -> list[Chunk]:
         out += [Chunk(c.kind, c.payload, round(c.t + k * length, 6)) for c in chunks if c.t + k * length < seconds]
         k += 1
     return out
+
+
+def decode_audio(path: str | Path, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
+    """Decode any file PyAV reads to mono float32 at ``sample_rate``; shape ``(n_samples,)``."""
+    chunks: list[np.ndarray] = []
+    with av.open(str(path), metadata_errors="ignore") as container:
+        stream = container.streams.audio[0]
+        resampler = av.AudioResampler(format="flt", layout="mono", rate=sample_rate)
+        for frame in container.decode(stream):
+            for out in resampler.resample(frame):
+                chunks.append(out.to_ndarray().reshape(-1))
+        for out in resampler.resample(None):
+            chunks.append(out.to_ndarray().reshape(-1))
+    return np.concatenate(chunks).astype(np.float32) if chunks else np.zeros(0, np.float32)

@@ -11,7 +11,7 @@ from pathlib import Path
 import av
 import numpy as np
 
-from stream import cache_dir
+from vibescope.stream import cache_dir
 
 CACHE = cache_dir()
 

@@ -76,7 +76,7 @@ class ServerProcess:
 
     def __init__(self, port: int, *extra: str, env: dict[str, str] | None = None) -> None:
         self.port = port
-        self.args = [sys.executable, "-m", "server", "serve", "--port", str(port), *extra]
+        self.args = [sys.executable, "-m", "vibescope", "serve", "--port", str(port), *extra]
         self.env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
         self.proc: subprocess.Popen | None = None
         self.log = tempfile.NamedTemporaryFile(prefix="vibescope-serve-", suffix=".log", delete=False)
@@ -124,7 +124,7 @@ class ServerProcess:
     def metrics(self) -> dict[str, float]:
         import urllib.request
 
-        from server.metrics import parse
+        from vibescope.server.metrics import parse
 
         return parse(urllib.request.urlopen(self.http + "/metrics", timeout=5).read().decode())
 
@@ -154,7 +154,7 @@ def untrained_separator(seed: int, lookahead: int = 0):
     With ``lookahead``, its look-ahead term is random too (not the zero it starts training at)."""
     import torch
 
-    from stream.separator.model import CausalMaskSeparator, SeparatorConfig
+    from vibescope.stream.separator.model import CausalMaskSeparator, SeparatorConfig
 
     torch.set_num_threads(1)  # one session = one thread, as in the server
     torch.manual_seed(seed)
@@ -175,7 +175,7 @@ def test_video(tmp_path_factory) -> Path:
 
 
 class StatelessStage:
-    """A pipeline stage with no lag and no state, for tests that add one after ``BaseStage``;
+    """A pipeline stage with no lag and no state, for tests that add one after ``SignalStage``;
     subclasses define ``name`` and ``push``."""
 
     lag_ticks = 0
@@ -190,16 +190,35 @@ class StatelessStage:
         pass
 
 
+class FakeClock:
+    """A clock that moves only when told (``advance``): what an in-process server measures its
+    answers' lateness with in tests whose timing must not depend on the host."""
+
+    def __init__(self, start: float = 1000.0) -> None:
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
 @contextlib.asynccontextmanager
-async def in_process_server(monkeypatch, stage: type[StatelessStage]):
-    """An aiohttp test client of an in-process server whose pipeline is ``BaseStage`` + a new
-    ``stage`` (registered under the stage's name); yields (client, server)."""
+async def in_process_server(monkeypatch, stage: type[StatelessStage], clock=None):
+    """An aiohttp test client of an in-process server whose pipeline is ``SignalStage`` + a new
+    ``stage`` (registered under the stage's name), its connections timed by ``clock`` when given;
+    yields (client, server)."""
     from aiohttp.test_utils import TestClient, TestServer
 
-    from server.app import ServerConfig, StreamServer
-    from stream import engine
+    from vibescope.server.app import StreamServer
+    from vibescope.server.config import ServerConfig
+    from vibescope.stream import pipelines
+    from vibescope.stream.signal import SignalStage
 
-    monkeypatch.setitem(engine.PIPELINES, stage.name, lambda: [engine.BaseStage(), stage()])
+    monkeypatch.setitem(pipelines.PIPELINES, stage.name, lambda: [SignalStage(), stage()])
     server = StreamServer(ServerConfig(pipeline=stage.name))
+    if clock is not None:
+        server.context.clock = clock
     async with TestClient(TestServer(server.app())) as client:
         yield client, server

@@ -31,8 +31,8 @@ def decode_frames(path: Path, fps: float = 10.0) -> list[tuple[float, np.ndarray
 
 
 def face_detector():
-    """The engine's face detector (``stream.face.FaceDetector``, RetinaFace MobileNet-0.25)."""
-    from stream.face import FaceDetector
+    """The engine's face detector (``vibescope.stream.face.FaceDetector``, RetinaFace MobileNet-0.25)."""
+    from vibescope.stream.face import FaceDetector
 
     return FaceDetector().detect
 

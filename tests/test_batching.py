@@ -1,4 +1,4 @@
-"""Lock-step analysis of many sessions (stream.engine.feed_many, server/analysis.py): every model
+"""Lock-step analysis of many sessions (vibescope.stream.lockstep.feed_many, server/analysis.py): every model
 runs once per round for all sessions, and each session gets what it would get alone."""
 from __future__ import annotations
 
@@ -8,10 +8,12 @@ import numpy as np
 import pytest
 
 from assets import pyfeat_file
-from server.analysis import AnalysisPool, call
-from stream.engine import Chunk, Session, SessionConfig, feed_many
-from stream.media import MediaError
-from stream.source import iter_chunks
+from vibescope.server.pool import AnalysisPool, call
+from vibescope.stream.lockstep import feed_many
+from vibescope.stream.media import Chunk
+from vibescope.stream.session import Session, SessionConfig
+from vibescope.stream.media import MediaError
+from vibescope.stream.source import iter_chunks
 
 DEFAULT = SessionConfig()
 BASE = SessionConfig(stages="base")
@@ -247,11 +249,11 @@ def test_jobs_awaited_from_a_loop_are_handed_back_once_per_round():
 
 
 def test_batched_components_equal_one_stream_at_a_time():
-    from stream.audio import SpeechDetector
-    from stream.separator.streamer import SeparatorStreamer
-    from stream.tagf.features import AUDIO_DIM, VISUAL_DIM, AudioFrontEnd
-    from stream.tagf.stage import load_default_model
-    from stream.tagf.streamer import TagfStreamer
+    from vibescope.stream.audio import SpeechDetector
+    from vibescope.stream.separator.streamer import SeparatorStreamer
+    from vibescope.stream.tagf.features import AUDIO_DIM, VISUAL_DIM, AudioFrontEnd
+    from vibescope.stream.tagf.model import load_shared
+    from vibescope.stream.tagf.streamer import TagfStreamer
 
     rng = np.random.default_rng(0)
     signals = [(rng.standard_normal(16000) * 0.1 * np.sin(np.linspace(0, f, 16000)) ** 2).astype(np.float32)
@@ -294,7 +296,7 @@ def test_batched_components_equal_one_stream_at_a_time():
         for fe, t, b in zip(solo, ticks, batch):
             assert np.allclose(b, fe.tick_vector(t[r], fields), atol=1e-5)
     # TAGF: streams fed different numbers of frames per call reach their hops at different calls
-    model = load_default_model()
+    model = load_shared()
     frames = [(rng.normal(size=(60, VISUAL_DIM)).astype(np.float32), rng.normal(size=(60, AUDIO_DIM)).astype(np.float32))
               for _ in range(3)]
     steps = [1, 2, 3]

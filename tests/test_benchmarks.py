@@ -43,7 +43,7 @@ def test_separator_benchmark_measures_each_checkpoint_in_one_run(tmp_path) -> No
     sys.path.insert(0, str(ROOT))
     import torch
 
-    from stream.separator.model import CausalMaskSeparator
+    from vibescope.stream.separator.model import CausalMaskSeparator
 
     shipped = ROOT / "models" / "separator.pt"
     shipped_lookahead = torch.load(shipped, weights_only=True)["config"].get("lookahead", 0)

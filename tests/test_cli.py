@@ -13,7 +13,7 @@ from conftest import ROOT, free_port
 
 
 def vibescope(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "server", *args], cwd=ROOT, capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "vibescope", *args], cwd=ROOT, capture_output=True, text=True,
                           timeout=timeout)
 
 
@@ -81,8 +81,8 @@ def test_selfcheck_reports_every_streamer_within_the_delta_bound():
 def test_push_save_ost_gets_the_stem_analyze_writes(server, tmp_path):
     """`push --save-ost` (the server streams the OST back because hello wants "ost_audio") writes
     the same OST samples as `analyze --stems`, whose two stems add up to the audio the engine was fed."""
-    from stream.separator.wavio import read_wav
-    from stream.source import iter_chunks
+    from vibescope.stream.separator.wavio import read_wav
+    from vibescope.stream.source import iter_chunks
 
     clip = str(pyfeat_file("single_face.mp4"))
     stems = tmp_path / "stems"

@@ -7,7 +7,7 @@ import av
 import numpy as np
 import pytest
 
-from stream.media import ContainerDecoder, MediaError, Resampler, decode_image, decode_picture, encode_jpeg, pcm_to_float
+from vibescope.stream.media import ContainerDecoder, MediaError, Resampler, decode_image, decode_picture, encode_jpeg, pcm_to_float
 
 
 def _chunked(resampler: Resampler, x: np.ndarray, sizes) -> np.ndarray:
@@ -107,7 +107,7 @@ def test_a_picture_keeps_its_own_pixels_until_converted_and_pickles_as_rgb():
 
 
 def test_a_picture_samples_pixels_and_gray_levels_like_its_rgb_conversion():
-    from stream.media import luma, rgb_to_luma, sample_rgb
+    from vibescope.stream.media import luma, rgb_to_luma, sample_rgb
 
     rng = np.random.default_rng(3)
     yy, xx = np.mgrid[0:360, 0:640]

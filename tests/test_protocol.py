@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from server.protocol import (
+from vibescope.server.protocol import (
     HEADER_SIZE, Hello, Kind, ProtocolError, decode_frame, encode_frame, parse_control, sniff_image,
 )
 

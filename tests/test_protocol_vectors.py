@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from server.protocol import Hello, ProtocolError, decode_frame, encode_frame, parse_control, sniff_image
+from vibescope.server.protocol import Hello, ProtocolError, decode_frame, encode_frame, parse_control, sniff_image
 
 VECTORS_DIR = Path(__file__).parent / "vectors"
 VECTORS = json.loads((VECTORS_DIR / "protocol.json").read_text(encoding="utf-8"))

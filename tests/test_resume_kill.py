@@ -17,7 +17,7 @@ pytestmark = pytest.mark.slow
 
 
 def push(url: str, source, *extra: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "server", "push", str(source), "--url", url, "--jsonl", *extra],
+    return subprocess.Popen([sys.executable, "-m", "vibescope", "push", str(source), "--url", url, "--jsonl", *extra],
                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 

@@ -22,13 +22,13 @@ import json, os, sys
 sys.path.insert(0, {root!r})
 log = os.environ["CHAIN_LOG"]
 argv = sys.argv[1:]
-if argv[:2] == ["-m", "stream.separator.finetune_init"]:
-    from stream.separator.finetune_init import build_parser
+if argv[:2] == ["-m", "vibescope.stream.separator.finetune_init"]:
+    from vibescope.stream.separator.finetune_init import build_parser
     init = build_parser().parse_args(argv[2:])  # exits 2 on an invalid command line
     assert os.path.exists(init.src), "fine-tune from weights that do not exist: " + init.src
     open(init.dst, "w").write(init.src)
 else:
-    from server.cli import build_parser
+    from vibescope.server.cli import build_parser
     args = build_parser().parse_args(argv)  # exits 2 on an invalid command line
     if args.command == "data":
         os.makedirs(args.out, exist_ok=True)
@@ -73,7 +73,7 @@ def test_the_chain_runs_every_step_in_order_from_the_step_before(tmp_path):
         assert train[-1] == f"{work}/{prev}/separator.pt"
     assert all("--ost-weight" in t for t in trains[-4:]) and not any("--ost-weight" in t for t in trains[:-4])
     # look-ahead is added once, by finetune_init on v12's weights for v14; v15 inherits it from v14
-    inits = [x for x in lines if x[:2] == ["-m", "stream.separator.finetune_init"]]
+    inits = [x for x in lines if x[:2] == ["-m", "vibescope.stream.separator.finetune_init"]]
     assert [x[x.index("--lookahead") + 1] for x in inits if "--lookahead" in x] == ["2"]
     assert inits[-2][2] == f"{work}/v12/separator.pt" and "--lookahead" in inits[-2]
     assert inits[-1][2] == f"{work}/v14/separator.pt" and "--lookahead" not in inits[-1]

@@ -7,9 +7,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from stream.separator import data as D
-from stream.separator.data import DataError, build_mixtures, decode_audio, fetch_package, load_clips, split_of
-from stream.separator.wavio import read_wav
+from vibescope.stream.debian import RESERVED_FOR_EVALUATION, DataError, fetch_package
+from vibescope.stream.separator import sources, synthesis
+from vibescope.stream.separator.dataset import build_mixtures, load_clips
+from vibescope.stream.separator.sources import split_of
+from vibescope.stream.source import decode_audio
+from vibescope.stream.separator.wavio import read_wav
 
 TINY = {
     "music": {"drascula-music": ("usr/share/scummvm/drascula/**/*.ogg",)},
@@ -79,6 +82,11 @@ def test_reserved_packages_are_refused_outside_test_builds():
         fetch_package("singularity-music")
 
 
+def test_the_separators_test_sources_are_all_reserved_for_evaluation():
+    assert sources.RESERVED_PACKAGES and sources.RESERVED_PACKAGES <= RESERVED_FOR_EVALUATION
+    assert not {p for kind in sources.TRAIN_SOURCES.values() for p in kind} & RESERVED_FOR_EVALUATION
+
+
 def test_nonpositive_hours_is_a_user_error(tmp_path):
     with pytest.raises(DataError):
         build_mixtures(tmp_path / "x", hours=0, table=TINY, tts=False, midi=False)
@@ -104,7 +112,7 @@ def test_midi_render_is_the_note_at_16k_for_its_length(tmp_path):
     """fluidsynth from the unpacked package renders a 2 s piano A4 to 16 kHz: sounding while the
     note is held, silent after its release, and its strongest partial is 440 Hz."""
     _one_note_midi(tmp_path / "a4.mid")
-    assert D.render_midi(tmp_path / "a4.mid", tmp_path / "a4.wav")
+    assert synthesis.render_midi(tmp_path / "a4.mid", tmp_path / "a4.wav")
     with open(tmp_path / "a4.wav", "rb") as f:
         header = f.read(64)
     assert int.from_bytes(header[24:28], "little") == 16000  # rendered at 16 kHz, not resampled
@@ -122,7 +130,7 @@ def test_midi_render_is_the_note_at_16k_for_its_length(tmp_path):
 
 
 def test_midi_sources_are_music_split_by_file_and_feed_clips(tmp_path):
-    midi = D._midi_sources()
+    midi = synthesis.midi_sources()
     assert len(midi) >= 30 and all(s.kind == "music" and s.key.startswith("openttd-openmsx/") for s in midi)
     assert {s.split for s in midi} == {"train", "val"}
     assert all(s.split == split_of(s.key) for s in midi)
@@ -140,7 +148,7 @@ def test_midi_sources_are_music_split_by_file_and_feed_clips(tmp_path):
 
 
 def test_espeak_sources_cover_languages_with_a_split_and_no_dutch():
-    srcs = D._espeak_sources()
+    srcs = synthesis.espeak_sources()
     assert len(srcs) >= 500 and all(s.kind == "tts" for s in srcs)
     langs = {s.key.split("/")[1].split("+")[0] for s in srcs}
     assert len(langs) >= 10 and "nl" not in langs
@@ -152,9 +160,9 @@ def test_espeak_sources_cover_languages_with_a_split_and_no_dutch():
 
 def test_translations_of_a_line_share_the_split_of_its_english_text():
     root = fetch_package("fillets-ng-data")
-    pairs = D._dialogue_lines(root, "de")
+    pairs = synthesis.dialogue_lines(root, "de")
     assert len(pairs) > 100
-    english = {e for e, _ in D._dialogue_lines(root, "en")}
+    english = {e for e, _ in synthesis.dialogue_lines(root, "en")}
     assert len({e for e, _ in pairs} & english) > 50  # the German lines pair with the English ones
 
 
@@ -169,11 +177,11 @@ def test_recipe_v2_builds_without_the_v3_sources(tmp_path):
 
 
 def test_recipe_v4_adds_recorded_voices_and_no_reserved_package():
-    v3, v4 = D.source_table("v3"), D.source_table("v4")
-    assert v3 == D.TRAIN_SOURCES
+    v3, v4 = sources.source_table("v3"), sources.source_table("v4")
+    assert v3 == sources.TRAIN_SOURCES
     assert v4["speech"]["hedgewars-data"] and "hedgewars-data" not in v3["speech"]
     assert {k: {p: g for p, g in v.items() if p != "hedgewars-data"} for k, v in v4.items()} == v3
-    assert not {p for kind in v4.values() for p in kind} & D.RESERVED_PACKAGES
+    assert not {p for kind in v4.values() for p in kind} & sources.RESERVED_PACKAGES
 
 
 def test_loud_music_draws_more_drowned_speech_in_training_clips_only(tmp_path):
@@ -192,22 +200,22 @@ def test_loud_music_draws_more_drowned_speech_in_training_clips_only(tmp_path):
 
 
 def test_recipe_v7_adds_asterisk_prompts_to_v5_and_they_decode_at_16k():
-    v5, v7 = D.source_table("v5"), D.source_table("v7")
+    v5, v7 = sources.source_table("v5"), sources.source_table("v7")
     added = {p for p in v7["speech"] if p not in v5["speech"]}
     assert added == {f"asterisk-core-sounds-{lang}-g722" for lang in ("en", "es", "fr", "it", "ru")}
     assert {k: {p: g for p, g in v.items() if p not in added} for k, v in v7.items()} == v5
-    assert not {p for kind in v7.values() for p in kind} & D.RESERVED_PACKAGES
-    assert D.RECIPES["v7"]["loud_music"] == D.RECIPES["v5"]["loud_music"]
+    assert not {p for kind in v7.values() for p in kind} & sources.RESERVED_PACKAGES
+    assert sources.RECIPES["v7"]["loud_music"] == sources.RECIPES["v5"]["loud_music"]
     root = fetch_package("asterisk-core-sounds-en-g722")
     prompts = sorted(root.glob(v7["speech"]["asterisk-core-sounds-en-g722"][0]))
     assert len(prompts) > 400
-    audio = D.decode_audio(next(p for p in prompts if p.name == "hello-world.g722"))
+    audio = decode_audio(next(p for p in prompts if p.name == "hello-world.g722"))
     assert 0.5 < len(audio) / 16000 < 5.0  # "hello world", raw G.722 read by PyAV at 16 kHz
     assert 0.01 < float(np.sqrt(np.mean(audio ** 2))) < 0.5
 
 
 def test_cache_dir_ignores_an_empty_variable(monkeypatch, tmp_path):
-    from stream import cache_dir
+    from vibescope.stream import cache_dir
 
     monkeypatch.setenv("VIBESCOPE_CACHE", "")
     assert cache_dir() == Path("~/.cache/vibescope").expanduser()
@@ -216,27 +224,27 @@ def test_cache_dir_ignores_an_empty_variable(monkeypatch, tmp_path):
 
 
 def test_recipe_v8_adds_megaglest_voice_lines_to_v7():
-    v7, v8 = D.source_table("v7"), D.source_table("v8")
+    v7, v8 = sources.source_table("v7"), sources.source_table("v8")
     assert set(v8["speech"]) - set(v7["speech"]) == {"megaglest-data"}
     assert {k: {p: g for p, g in v.items() if p != "megaglest-data"} for k, v in v8.items()} == v7
     globs = v8["speech"]["megaglest-data"]
     assert all(g.endswith(".wav") and ("_ack" in g or "_select" in g) for g in globs)  # voices, not grunts
-    assert "megaglest-data" not in D.RESERVED_PACKAGES
+    assert "megaglest-data" not in sources.RESERVED_PACKAGES
 
 
 def test_recipe_v10_adds_a_prompt_voice_and_on_hold_music_to_v8():
-    v8, v10 = D.source_table("v8"), D.source_table("v10")
+    v8, v10 = sources.source_table("v8"), sources.source_table("v10")
     assert set(v10["speech"]) - set(v8["speech"]) == {"asterisk-prompt-it-menardi-wav"}
     assert set(v10["music"]) - set(v8["music"]) == {"asterisk-moh-opsound-g722"}
     assert v10["effect"] == v8["effect"]
-    assert not {p for kind in v10.values() for p in kind} & D.RESERVED_PACKAGES
+    assert not {p for kind in v10.values() for p in kind} & sources.RESERVED_PACKAGES
 
 
 def test_the_cli_offers_every_recipe():
-    from server.cli import build_parser
+    from vibescope.server.cli import build_parser
 
     sub = next(a for a in build_parser()._actions if a.choices and "data" in a.choices)
     data = sub.choices["data"]
     mixtures = next(a for a in data._actions if a.choices and "sep-mixtures" in a.choices).choices["sep-mixtures"]
     recipe = next(a for a in mixtures._actions if a.dest == "recipe")
-    assert set(recipe.choices) == set(D.RECIPES) and recipe.default == "v3"
+    assert set(recipe.choices) == set(sources.RECIPES) and recipe.default == "v3"

@@ -7,12 +7,13 @@ import numpy as np
 import pytest
 import torch
 
-from server.cli import main
-from stream.separator import peers
-from stream.separator.data import decode_audio, fetch_package
-from stream.separator.evaluate import si_sdr
-from stream.separator.model import CausalMaskSeparator
-from stream.separator.wavio import write_wav
+from vibescope.server.cli import main
+from vibescope.stream.separator import peers
+from vibescope.stream.debian import fetch_package
+from vibescope.stream.source import decode_audio
+from vibescope.stream.separator.evaluate import si_sdr
+from vibescope.stream.separator.model import CausalMaskSeparator
+from vibescope.stream.separator.wavio import write_wav
 
 KEYS = {"method", "n", "ost_si_sdr", "ost_si_sdri", "music_si_sdr", "music_si_sdri", "rtf"}
 

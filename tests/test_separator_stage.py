@@ -9,10 +9,13 @@ import pytest
 import torch
 
 from conftest import untrained_separator
-from stream.pipeline import TICK_SAMPLES, Tick
-from stream.separator.model import MODEL_ID, CausalMaskSeparator, load_shared, models_dir
-from stream.separator.stage import SeparatorStage
-from stream.separator.streamer import SeparatorStreamer, probe_signal, stream_in_chunks
+from vibescope.stream.stage import Tick
+from vibescope.stream.timebase import TICK_SAMPLES
+from vibescope.stream.separator.model import MODEL_ID, CausalMaskSeparator, load_shared
+from vibescope.stream.cards import card
+from vibescope.stream.weights import models_dir
+from vibescope.stream.separator.stage import SeparatorStage
+from vibescope.stream.separator.streamer import SeparatorStreamer, probe_signal, stream_in_chunks
 
 
 @pytest.fixture(scope="module", params=[0, 2], ids=["no-lookahead", "lookahead-2"])
@@ -140,4 +143,5 @@ def test_shipped_checkpoint_is_small_and_loads():
 def test_model_info_names_the_model_and_its_card(model):
     info = SeparatorStage(model).model_info()
     assert info["music"]["id"] == MODEL_ID and "separator.md" in info["music"]["card"]
-    assert f"{32 + 16 * model.lookahead} ms lag" in info["music"]["card"]  # the card states the weights' own lag
+    assert info["music"]["card"] == card("separator").summary  # the card's own words, read from models/
+    assert info["music"]["lag_ms"] == 32 + 16 * model.lookahead  # the loaded weights' own lag

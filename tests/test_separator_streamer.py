@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from conftest import untrained_separator
-from stream.separator import transforms as T
-from stream.separator.model import CausalMaskSeparator
-from stream.separator.streamer import (
+from vibescope.stream.separator import transforms as T
+from vibescope.stream.separator.model import CausalMaskSeparator
+from vibescope.stream.separator.streamer import (
     SeparatorStreamer,
     offline,
     relative_delta,
@@ -106,7 +106,7 @@ def test_selfcheck_reports_lag_stride_rtf_and_delta(model):
 def test_the_shared_window_is_a_normal_tensor_even_when_made_in_inference_mode():
     import torch
 
-    from stream.separator import transforms as T
+    from vibescope.stream.separator import transforms as T
 
     T.window.cache_clear()
     with torch.inference_mode():

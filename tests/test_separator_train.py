@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-from server.cli import main
-from stream.separator.model import MODEL_ID, CausalMaskSeparator
-from stream.separator.streamer import SeparatorStreamer, stream_in_chunks
-from stream.separator.wavio import write_wav
+from vibescope.server.cli import main
+from vibescope.stream.separator.model import MODEL_ID, CausalMaskSeparator
+from vibescope.stream.separator.streamer import SeparatorStreamer, stream_in_chunks
+from vibescope.stream.separator.wavio import write_wav
 
 
 @pytest.fixture(scope="module")
@@ -51,10 +51,10 @@ def test_train_without_data_is_a_clean_user_error(tmp_path, capsys):
 
 
 def test_finetune_init_starts_from_given_weights(data_dir, tmp_path):
-    """`python -m stream.separator.finetune_init` + `train --lr`: resumes at step 0 from the source
+    """`python -m vibescope.stream.separator.finetune_init` + `train --lr`: resumes at step 0 from the source
     weights (feature statistics kept), with a fresh optimiser and the warm-up learning rate."""
-    from stream.separator.finetune_init import write_init
-    from stream.separator.model import SeparatorConfig
+    from vibescope.stream.separator.finetune_init import write_init
+    from vibescope.stream.separator.model import SeparatorConfig
 
     torch.set_num_threads(1)
     torch.manual_seed(1)
@@ -76,8 +76,8 @@ def test_finetune_init_starts_from_given_weights(data_dir, tmp_path):
 
 
 def _clicks_sampler(seed=0):
-    from stream.separator.data import Clip
-    from stream.separator.train import BatchSampler
+    from vibescope.stream.separator.dataset import Clip
+    from vibescope.stream.separator.train import BatchSampler
 
     rng = np.random.default_rng(seed)
     t = np.arange(64000) / 16000
@@ -91,7 +91,7 @@ def _clicks_sampler(seed=0):
 
 
 def test_ost_reverb_augmentation_changes_the_target_and_keeps_the_mixture_sum(monkeypatch):
-    from stream.separator import train as tr
+    from vibescope.stream.separator import train as tr
 
     monkeypatch.setattr(tr, "OST_SPEED_P", 0.0)
     monkeypatch.setattr(tr, "OST_REVERB_P", 0.0)
@@ -105,7 +105,7 @@ def test_ost_reverb_augmentation_changes_the_target_and_keeps_the_mixture_sum(mo
 
 
 def test_ost_speed_augmentation_moves_the_clicks(monkeypatch):
-    from stream.separator import train as tr
+    from vibescope.stream.separator import train as tr
 
     monkeypatch.setattr(tr, "OST_REVERB_P", 0.0)
     monkeypatch.setattr(tr, "OST_SPEED_P", 0.0)
@@ -117,7 +117,7 @@ def test_ost_speed_augmentation_moves_the_clicks(monkeypatch):
 
 
 def test_synthetic_rir_decays_60_db_in_rt60():
-    from stream.separator.train import synthetic_rir
+    from vibescope.stream.separator.train import synthetic_rir
 
     rng = np.random.default_rng(5)
     for rt60 in (0.15, 0.3):
@@ -151,8 +151,8 @@ def test_ost_weight_changes_the_update_and_is_recorded(data_dir, tmp_path):
 def test_finetune_init_with_lookahead_trains_a_64_ms_model(data_dir, tmp_path, capsys):
     """`finetune_init --lookahead 2` + `train`: training starts from the source weights with a zero
     look-ahead term, resumes with the checkpoint's look-ahead, and ships a streamer with 64 ms lag."""
-    from stream.separator.finetune_init import write_init
-    from stream.separator.model import SeparatorConfig
+    from vibescope.stream.separator.finetune_init import write_init
+    from vibescope.stream.separator.model import SeparatorConfig
 
     torch.set_num_threads(1)
     torch.manual_seed(2)

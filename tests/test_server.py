@@ -14,9 +14,9 @@ import pytest
 import websockets
 
 from conftest import ServerProcess, free_port
-from server.client import PushClient
-from server.protocol import Kind, encode_frame
-from stream.media import encode_jpeg
+from vibescope.server.client import PushClient
+from vibescope.server.protocol import Kind, encode_frame
+from vibescope.stream.media import encode_jpeg
 
 @pytest.fixture(scope="module")
 def server():
@@ -223,7 +223,7 @@ def test_a_client_vanishing_mid_frame_harms_nobody(server):
 
 
 async def test_bad_clients_never_disturb_a_healthy_session(server, test_video):
-    from stream.source import iter_chunks
+    from vibescope.stream.source import iter_chunks
 
     events = []
     chunks = list(iter_chunks(test_video))
@@ -308,7 +308,7 @@ def test_a_token_is_required_when_configured():
 
 
 def test_serving_beyond_loopback_without_a_token_is_refused():
-    out = subprocess.run([sys.executable, "-m", "server", "serve", "--host", "0.0.0.0", "--port", str(free_port())],
+    out = subprocess.run([sys.executable, "-m", "vibescope", "serve", "--host", "0.0.0.0", "--port", str(free_port())],
                          capture_output=True, text=True, timeout=60, env={"PATH": "/usr/bin:/bin"})
     assert out.returncode == 2 and "needs a token" in out.stderr
 

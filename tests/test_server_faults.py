@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from conftest import StatelessStage, in_process_server
-from server.protocol import Kind, encode_frame
-from stream.pipeline import Tick
+from vibescope.server.protocol import Kind, encode_frame
+from vibescope.stream.stage import Tick
 
 TICK_PCM = (0.1 * np.sin(2 * np.pi * 440 * np.arange(1600) / 16000) * 32767).astype("<i2").tobytes()
 
@@ -65,9 +65,9 @@ class ChattyStage(StatelessStage):
 
 @pytest.fixture
 async def chatty(monkeypatch):
-    from server import session as session_module
+    from vibescope.server import connection
 
-    monkeypatch.setattr(session_module, "OUTBOX_ITEMS", 64)  # the same path as 2048, reached sooner
+    monkeypatch.setattr(connection, "OUTBOX_ITEMS", 64)  # the same path as 2048, reached sooner
     async with in_process_server(monkeypatch, ChattyStage) as (c, server):
         yield c, server
 
@@ -98,7 +98,7 @@ async def test_a_client_that_stops_reading_is_cut_off_and_nothing_else_suffers(c
 
     deadline = time.monotonic() + 60
     seq = 1
-    while sid in server.connections and time.monotonic() < deadline:
+    while sid in server.registry and time.monotonic() < deadline:
         seq += 1
         try:
             await stalled.send_bytes(encode_frame(Kind.AUDIO, seq, int((seq - 1) * 1e6), second))
@@ -106,10 +106,10 @@ async def test_a_client_that_stops_reading_is_cut_off_and_nothing_else_suffers(c
             break
         await asyncio.sleep(0.01)
     for _ in range(500):  # the server lets go of it (its outbox overflowed), not the other way round
-        if sid not in server.connections:
+        if sid not in server.registry:
             break
         await asyncio.sleep(0.05)
-    assert sid not in server.connections, "the stalled client was never cut off"
+    assert sid not in server.registry, "the stalled client was never cut off"
     assert seq > 2
 
     # the other session streams on, and the server is healthy

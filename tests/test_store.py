@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from server.store import MemoryStateStore, OwnershipLost, RedisStateStore
+from vibescope.server.store import MemoryStateStore, OwnershipLost, RedisStateStore
 
 
 @pytest.fixture(params=["memory", "redis"])

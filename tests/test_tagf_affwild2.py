@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from stream.tagf.affwild2 import AffWild2, labels_at_ticks, read_va_annotation
+from vibescope.stream.tagf.affwild2 import AffWild2, labels_at_ticks, read_va_annotation
 
 
 def _write_annotation(path: Path, rows: list[tuple[float, float]]) -> None:

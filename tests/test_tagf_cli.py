@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from server.cli import main
+from vibescope.server.cli import main
 from test_tagf_affwild2 import affwild2_root  # noqa: F401  (fixture)
 
 

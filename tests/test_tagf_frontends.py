@@ -6,9 +6,11 @@ import pickle
 import numpy as np
 import pytest
 
-from stream.pipeline import SAMPLE_RATE, TICK_SAMPLES, FaceObservation, Tick
-from stream.tagf import features as F
-from stream.tagf.expression import EXPRESSION_CLASSES, ExpressionStage, face_crop
+from vibescope.stream.stage import FaceObservation, Tick
+
+from vibescope.stream.timebase import SAMPLE_RATE, TICK_SAMPLES
+from vibescope.stream.tagf import features as F
+from vibescope.stream.tagf.expression import EXPRESSION_CLASSES, ExpressionStage, face_crop
 
 
 def _tone(f0: float, n: int = TICK_SAMPLES, amp: float = 0.3) -> np.ndarray:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from stream.tagf.model import FUSIONS, StepGate, TagfConfig, TagfModel, TimeGate, ccc, ccc_loss
+from vibescope.stream.tagf.model import FUSIONS, StepGate, TagfConfig, TagfModel, TimeGate, ccc, ccc_loss
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -71,8 +71,8 @@ def test_ccc_loss_ignores_unlabelled_frames() -> None:
 
 
 def test_training_on_teacher_data_lowers_the_ccc_loss() -> None:
-    from stream.tagf.synthetic import make_batch
-    from stream.tagf.train import train_synthetic
+    from vibescope.stream.tagf.synthetic import make_batch
+    from vibescope.stream.tagf.train import train_synthetic
 
     torch.set_num_threads(1)
     model, meta = train_synthetic("gate_steps", steps=40, batch=4, n_frames=80, progress=False)

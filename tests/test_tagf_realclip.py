@@ -14,14 +14,20 @@ from tagf_realclip import all_frames, decode_audio_16k, fetch_single_face_clip
 def events() -> list[dict]:
     import torch
 
-    from stream.engine import PIPELINES, BaseStage, Chunk, Session, SessionConfig
-    from stream.media import encode_jpeg
-    from stream.tagf.expression import ExpressionStage
-    from stream.tagf.stage import TagfStage
+    from vibescope.stream.media import Chunk
+
+    from vibescope.stream.pipelines import PIPELINES
+
+    from vibescope.stream.session import Session, SessionConfig
+
+    from vibescope.stream.signal import SignalStage
+    from vibescope.stream.media import encode_jpeg
+    from vibescope.stream.tagf.expression import ExpressionStage
+    from vibescope.stream.tagf.stage import TagfStage
 
     torch.set_num_threads(1)
     name = "tagf-realclip-test"
-    PIPELINES[name] = lambda: [BaseStage(), ExpressionStage(), TagfStage()]
+    PIPELINES[name] = lambda: [SignalStage(), ExpressionStage(), TagfStage()]
     try:
         # as the extension sends it: JPEG frames (30 fps) and PCM16 audio in 0.5 s chunks
         clip = fetch_single_face_clip()
@@ -63,7 +69,7 @@ def test_valence_rises_when_the_face_goes_from_neutral_to_smiling(events: list[d
 
 
 def test_plot_timeline_draws_the_events(events: list[dict], tmp_path: Path) -> None:
-    from stream.tagf.plot import plot_timeline
+    from vibescope.stream.tagf.plot import plot_timeline
 
     for i, e in enumerate(events):  # music from a separator, as the overlay would carry it
         e["music"] = {"probability": 0.5 + 0.4 * np.sin(i / 4), "level_db": -30.0 + 5 * np.cos(i / 5)}

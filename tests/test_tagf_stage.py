@@ -8,10 +8,12 @@ import numpy as np
 import pytest
 import torch
 
-from stream.pipeline import SAMPLE_RATE, TICK_SAMPLES, Tick
-from stream.tagf.model import TagfConfig, TagfModel
-from stream.tagf.stage import TagfStage
-from stream.tagf.train import save_checkpoint
+from vibescope.stream.stage import Tick
+
+from vibescope.stream.timebase import SAMPLE_RATE, TICK_SAMPLES
+from vibescope.stream.tagf.model import TagfConfig, TagfModel, load_shared
+from vibescope.stream.tagf.stage import TagfStage
+from vibescope.stream.tagf.train import save_checkpoint
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -19,12 +21,13 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def model(tmp_path_factory: pytest.TempPathFactory) -> TagfModel:
+    """Random weights saved as a checkpoint and loaded as the server loads the shipped one."""
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("tagf") / "tagf.pt"
     save_checkpoint(TagfModel(TagfConfig(fusion="gate_time")), path,
                     {"model_id": "tagf-test", "status": "simulated-teacher"})
-    return path
+    return load_shared(path)
 
 
 def _ticks(n: int, face: bool, speech: bool, seed: int = 0) -> list[Tick]:
@@ -51,8 +54,8 @@ def _run(stage: TagfStage, ticks: list[Tick]) -> list[Tick]:
     return out + stage.flush()
 
 
-def test_every_tick_comes_back_in_order_with_va_and_provenance(checkpoint: Path) -> None:
-    stage = TagfStage(checkpoint)
+def test_every_tick_comes_back_in_order_with_va_and_provenance(model: Path) -> None:
+    stage = TagfStage(model)
     held = []
     out = []
     for t in _ticks(23, face=True, speech=True):
@@ -68,39 +71,39 @@ def test_every_tick_comes_back_in_order_with_va_and_provenance(checkpoint: Path)
         assert t.models["valence"] == t.models["arousal"] == "tagf-test"
 
 
-def test_confidence_falls_when_faces_and_speech_are_missing(checkpoint: Path) -> None:
-    both = _run(TagfStage(checkpoint), _ticks(20, face=True, speech=True))
-    none = _run(TagfStage(checkpoint), _ticks(20, face=False, speech=False))
-    voice = _run(TagfStage(checkpoint), _ticks(20, face=False, speech=True))
+def test_confidence_falls_when_faces_and_speech_are_missing(model: Path) -> None:
+    both = _run(TagfStage(model), _ticks(20, face=True, speech=True))
+    none = _run(TagfStage(model), _ticks(20, face=False, speech=False))
+    voice = _run(TagfStage(model), _ticks(20, face=False, speech=True))
     c = lambda ticks: np.mean([t.fields["confidence"] for t in ticks[8:]])  # noqa: E731
     assert c(none) < c(voice) < c(both)
     assert c(both) <= 0.6  # teacher-trained weights never claim more
 
 
-def test_no_media_at_all_gives_null_values(checkpoint: Path) -> None:
+def test_no_media_at_all_gives_null_values(model: Path) -> None:
     ticks = [Tick(index=i, audio=None, video_seen=False) for i in range(6)]
-    out = _run(TagfStage(checkpoint), ticks)
+    out = _run(TagfStage(model), ticks)
     assert len(out) == 6 and all(t.fields["valence"] is None and t.fields["confidence"] is None for t in out)
 
 
-def test_state_roundtrip_through_bytes_continues_bit_identically(checkpoint: Path) -> None:
+def test_state_roundtrip_through_bytes_continues_bit_identically(model: Path) -> None:
     ticks_a = _ticks(30, face=True, speech=True, seed=1)
     ticks_b = _ticks(30, face=True, speech=True, seed=1)
-    ref = [(t.fields["valence"], t.fields["arousal"], t.fields["confidence"]) for t in _run(TagfStage(checkpoint), ticks_a)]
-    s1 = TagfStage(checkpoint)
+    ref = [(t.fields["valence"], t.fields["arousal"], t.fields["confidence"]) for t in _run(TagfStage(model), ticks_a)]
+    s1 = TagfStage(model)
     out = []
     for t in ticks_b[:13]:
         out += s1.push(t)
     blob = pickle.dumps(s1.state_dict())
     assert len(blob) < 200_000
-    s2 = TagfStage(checkpoint)
+    s2 = TagfStage(model)
     s2.load_state_dict(pickle.loads(blob))
     out += _run(s2, ticks_b[13:])
     assert [(t.fields["valence"], t.fields["arousal"], t.fields["confidence"]) for t in out] == ref
 
 
-def test_stage_drops_frames_so_they_never_reach_saved_state(checkpoint: Path) -> None:
-    stage = TagfStage(checkpoint)
+def test_stage_drops_frames_so_they_never_reach_saved_state(model: Path) -> None:
+    stage = TagfStage(model)
     tick = _ticks(1, face=True, speech=True)[0]
     tick.frame = np.zeros((32, 32, 3), np.uint8)
     stage.push(tick)

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-from stream.tagf.model import FUSIONS, TagfConfig, TagfModel
-from stream.tagf.streamer import TagfStreamer, selfcheck
-from stream.tagf.train import save_checkpoint
+from vibescope.stream.tagf.model import FUSIONS, TagfConfig, TagfModel
+from vibescope.stream.tagf.streamer import TagfStreamer, selfcheck
+from vibescope.stream.tagf.train import save_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -129,8 +129,8 @@ def test_state_restored_in_a_fresh_process_continues_bit_identically(tmp_path: P
     code = (
         "import pickle, sys, numpy as np, torch\n"
         "torch.set_num_threads(1)\n"
-        "from stream.tagf.train import load_checkpoint\n"
-        "from stream.tagf.streamer import TagfStreamer\n"
+        "from vibescope.stream.tagf.model import load_checkpoint\n"
+        "from vibescope.stream.tagf.streamer import TagfStreamer\n"
         "d = sys.argv[1]\n"
         "m, _ = load_checkpoint(d + '/m.pt')\n"
         "st = TagfStreamer(m)\n"

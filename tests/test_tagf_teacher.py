@@ -4,9 +4,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from stream.tagf.expression import EXPRESSION_CLASSES
-from stream.tagf.synthetic import make_batch
-from stream.tagf.teacher import EXPRESSION_VA, face_va, teacher_trajectory, vocal_va
+from vibescope.stream.tagf.expression import EXPRESSION_CLASSES
+from vibescope.stream.tagf.synthetic import make_batch
+from vibescope.stream.tagf.teacher import EXPRESSION_VA, face_va, teacher_trajectory, vocal_va
 
 
 def _onehot(name: str, n: int = 1) -> np.ndarray:

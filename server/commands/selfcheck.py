@@ -7,7 +7,7 @@ from typing import Any
 
 
 def cmd_selfcheck(args: argparse.Namespace) -> int:
-    from stream.selfcheck import DELTA_LIMIT, run_all
+    from vibescope.stream.selfcheck import DELTA_LIMIT, run_all
 
     rows = run_all(seed=args.seed)
     if args.json:

@@ -14,7 +14,8 @@ def _fail(message: str) -> int:
 def _data(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from stream.separator.data import DataError, build_mixtures
+    from vibescope.stream.debian import DataError
+    from vibescope.stream.separator.dataset import build_mixtures
 
     try:
         index = build_mixtures(
@@ -32,8 +33,8 @@ def _train(args: argparse.Namespace) -> int:
 
     from tqdm import tqdm
 
-    from stream.separator.data import DataError
-    from stream.separator.train import TrainConfig, train
+    from vibescope.stream.debian import DataError
+    from vibescope.stream.separator.train import TrainConfig, train
 
     if args.nice:
         os.nice(args.nice)
@@ -51,11 +52,11 @@ def _eval(args: argparse.Namespace) -> int:
     import os
 
     os.environ.setdefault("OMP_NUM_THREADS", "1")  # RTF is reported for one thread
-    from stream.separator.data import DataError
-    from stream.separator.evaluate import METHODS, evaluate, format_table, public_row
+    from vibescope.stream.debian import DataError
+    from vibescope.stream.separator.evaluate import METHODS, evaluate, format_table, public_row
 
     if args.calibration:
-        from stream.separator.evaluate import calibration_report
+        from vibescope.stream.separator.evaluate import calibration_report
 
         try:
             print(json.dumps(calibration_report(args.data, split=args.split, checkpoint=args.checkpoint)))
@@ -84,7 +85,7 @@ def _eval(args: argparse.Namespace) -> int:
     if not args.json:
         print(format_table(rows))
     if args.versus:
-        from stream.separator.evaluate import paired
+        from vibescope.stream.separator.evaluate import paired
 
         diff = paired(rows[0], rows[1])
         if args.json:

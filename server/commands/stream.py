@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from server.protocol import Limits
+from vibescope.server.protocol import Limits
 
 EXIT_USAGE = 2
 EXIT_MEDIA = 3
@@ -43,7 +43,8 @@ def _print_event(ev: dict[str, Any], jsonl: bool) -> None:
 # --- serve ---------------------------------------------------------------------------------
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from server.app import ServerConfig, run
+    from vibescope.server.app import run
+    from vibescope.server.config import ServerConfig
 
     limits = Limits(session_ttl_s=args.ttl)
     config = ServerConfig(host=args.host, port=args.port, token=args.token or None, redis_url=args.redis or None,
@@ -61,9 +62,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
 # --- push ----------------------------------------------------------------------------------
 
 def cmd_push(args: argparse.Namespace) -> int:
-    from server.client import PushClient, PushError, write_wav
-    from stream.media import MediaError
-    from stream.source import iter_chunks, probe
+    from vibescope.server.client import PushClient, PushError, write_wav
+    from vibescope.stream.media import MediaError
+    from vibescope.stream.source import iter_chunks, probe
 
     try:
         kinds = probe(args.source)
@@ -103,9 +104,9 @@ def cmd_push(args: argparse.Namespace) -> int:
 def cmd_analyze(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from stream.engine import Session, SessionConfig
-    from stream.media import MediaError
-    from stream.source import iter_chunks, probe
+    from vibescope.stream.session import Session, SessionConfig
+    from vibescope.stream.media import MediaError
+    from vibescope.stream.source import iter_chunks, probe
 
     try:
         kinds = probe(args.source)
@@ -133,8 +134,8 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         print(f"vibescope analyze: {exc}", file=sys.stderr)
         return EXIT_MEDIA
     if args.stems:
-        from server.client import write_wav
-        from stream.media import float_to_pcm16
+        from vibescope.server.client import write_wav
+        from vibescope.stream.media import float_to_pcm16
 
         out = Path(args.stems)
         out.mkdir(parents=True, exist_ok=True)
@@ -145,7 +146,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
             write_wav(str(out / f"{name}.wav"), [(0.0, float_to_pcm16(np.concatenate(parts)))])
         print(f"vibescope analyze: wrote {', '.join(sorted(stems))} stems to {out}", file=sys.stderr)
     if args.plot:
-        from stream.tagf.plot import plot_timeline
+        from vibescope.stream.tagf.plot import plot_timeline
 
         plot_timeline(events, args.plot)
         print(f"vibescope analyze: wrote {args.plot}", file=sys.stderr)

@@ -26,7 +26,7 @@ def _setup(args: argparse.Namespace) -> None:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from stream.tagf.train import save_checkpoint, train_affwild2, train_synthetic
+    from vibescope.stream.tagf.train import save_checkpoint, train_affwild2, train_synthetic
 
     _setup(args)
     fusions = list(FUSION_CHOICES) if args.fusion == "all" else [args.fusion]
@@ -34,9 +34,9 @@ def _train(args: argparse.Namespace) -> int:
         return _fail("--default trains one fusion on the synthetic teacher data")
     for fusion in fusions:
         if args.default:
-            from stream.tagf.stage import DEFAULT_MODEL_PATH
+            from vibescope.stream.weights import weights_path
 
-            out = args.out or str(DEFAULT_MODEL_PATH)
+            out = args.out or str(weights_path("tagf.pt"))
         elif args.out and len(fusions) == 1:
             out = args.out
         else:
@@ -57,16 +57,17 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _eval(args: argparse.Namespace) -> int:
-    from stream.tagf.evaluate import evaluate_synthetic, format_table
-    from stream.tagf.train import load_checkpoint, train_synthetic
+    from vibescope.stream.tagf.evaluate import evaluate_synthetic, format_table
+    from vibescope.stream.tagf.model import load_checkpoint
+    from vibescope.stream.tagf.train import train_synthetic
 
     _setup(args)
     if args.affwild2:
-        from stream.tagf.affwild2 import evaluate_affwild2
+        from vibescope.stream.tagf.affwild2 import evaluate_affwild2
 
-        from stream.tagf.stage import DEFAULT_MODEL_PATH
+        from vibescope.stream.weights import weights_path
 
-        model, meta = load_checkpoint(args.checkpoint or DEFAULT_MODEL_PATH)
+        model, meta = load_checkpoint(args.checkpoint or weights_path("tagf.pt"))
         row = evaluate_affwild2(model, args.affwild2, split=args.split, features_cache=args.features_cache,
                                 progress=not args.quiet)
         row = {"model": meta.get("model_id", model.model_id), **row}

@@ -18,7 +18,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from .data import Clip, load_clips
+from vibescope.stream.separator.dataset import Clip, load_clips
 from .streamer import SeparatorStreamer, stream_in_chunks
 
 METHODS = ("ours", "mixture", "oracle-irm", "dfn3", "rnnoise", "hpss", "repet", "noisereduce")

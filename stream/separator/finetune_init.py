@@ -1,6 +1,6 @@
 """Start a fine-tuning run from existing separator weights.
 
-``python -m stream.separator.finetune_init SRC.pt OUT/separator.ckpt LR [--lookahead N]`` writes a
+``python -m vibescope.stream.separator.finetune_init SRC.pt OUT/separator.ckpt LR [--lookahead N]`` writes a
 training-state checkpoint that ``vibescope train separator --out OUT --lr LR`` resumes at step 0:
 the weights (including the per-bin feature statistics) of ``SRC.pt``, a fresh Adam optimiser and a
 fresh 200-step warm-up + cosine schedule over ``--steps``. Pass the same LR to both commands.
@@ -29,7 +29,7 @@ def write_init(src: str, dst: str, lr: float, lookahead: int = 0) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m stream.separator.finetune_init", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m vibescope.stream.separator.finetune_init", description=__doc__.split("\n\n")[0])
     parser.add_argument("src", help="separator weights to start from (a separator.pt)")
     parser.add_argument("dst", help="training-state checkpoint to write (OUT/separator.ckpt)")
     parser.add_argument("lr", type=float, help="the learning rate train will be given")

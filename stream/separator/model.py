@@ -25,7 +25,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from . import transforms as T
+from vibescope.stream.separator import transforms as T
+from vibescope.stream.weights import weights_path
 
 MODEL_ID = "vibescope-sep-v15"  # the id new checkpoints get; a loaded model keeps its own
 
@@ -168,20 +169,13 @@ class CausalMaskSeparator(nn.Module):
         return model
 
 
-def models_dir() -> Path:
-    import os
-
-    env = os.environ.get("VIBESCOPE_MODELS")
-    return Path(env) if env else Path(__file__).resolve().parents[2] / "models"
-
-
 _SHARED: dict[str, CausalMaskSeparator] = {}
 _SHARED_LOCK = threading.Lock()
 
 
 def load_shared(path: str | Path | None = None) -> CausalMaskSeparator:
     """Load a checkpoint once per process; every session shares the same (read-only) weights."""
-    path = Path(path) if path else models_dir() / "separator.pt"
+    path = Path(path) if path else weights_path("separator.pt")
     key = str(path.resolve())
     with _SHARED_LOCK:
         if key not in _SHARED:

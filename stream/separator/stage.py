@@ -1,4 +1,4 @@
-"""The separator as a pipeline stage (see stream/pipeline.py).
+"""The separator as a pipeline stage (see stream/stage.py).
 
 Per 100 ms tick it fills ``tick.fields["music"] = {"probability", "level_db", "ost_to_music_db"}``,
 ``tick.models["music"]`` and ``tick.stems["ost"|"music"]`` (float32 ``(1600,)``, aligned with the
@@ -19,7 +19,9 @@ from typing import Any
 
 import numpy as np
 
-from ..pipeline import TICK_SAMPLES, Tick, apply_each, single
+from vibescope.stream.cards import card
+from vibescope.stream.stage import Tick, apply_each, single
+from vibescope.stream.timebase import TICK_SAMPLES
 from . import transforms as T
 from .model import CausalMaskSeparator, load_shared
 from .streamer import SeparatorStreamer
@@ -51,12 +53,9 @@ class SeparatorStage:
 
     def model_info(self) -> dict[str, dict[str, Any]]:
         """field -> {id, card, validated}, for the server's ``welcome``."""
-        card = (f"causal BGM/OST separator (STFT mask, GRU core, {self.streamer.lag_ms:g} ms lag) trained by vibescope on game music "
-                "(recorded and MIDI-rendered), real and synthetic speech and effects from Debian packages; held-out test: OST SI-SDRi 4.9 dB, music 7.7-7.8 dB; "
-                "removes the clip's own music too; see models/separator.md")
-        # measured against the exact stems of held-out mixtures, but no human ever judged its
-        # output on real clips: not "validated on human ratings"
-        return {"music": {"id": self.model_id, "card": card, "validated": False}}
+        info = card("separator").info(self.model_id)
+        info["lag_ms"] = self.streamer.lag_ms  # the loaded weights' own lag
+        return {"music": info}
 
     # -- Stage protocol -------------------------------------------------------------------
     def push(self, tick: Tick) -> list[Tick]:

@@ -27,7 +27,9 @@ import numpy as np
 import torch
 
 from . import transforms as T
-from .data import Clip, DataError, load_clips, random_eq
+from vibescope.stream.debian import DataError
+from vibescope.stream.separator.dataset import Clip, load_clips
+from vibescope.stream.separator.mixing import random_eq
 from .model import CausalMaskSeparator, SeparatorConfig
 
 CROP = 3 * T.SAMPLE_RATE

@@ -20,8 +20,9 @@ from typing import Any, Callable
 
 import numpy as np
 
-from stream import cache_dir
-from stream.pipeline import SAMPLE_RATE, TICK_SAMPLES, TICK_SECONDS, FaceObservation, Tick
+from vibescope.stream import cache_dir
+from vibescope.stream.stage import FaceObservation, Tick
+from vibescope.stream.timebase import SAMPLE_RATE, TICK_SAMPLES, TICK_SECONDS
 
 UNLABELLED = -5.0
 SPLIT_DIRS = {"train": "Train_Set", "validation": "Validation_Set"}
@@ -76,18 +77,18 @@ def extract_features(video: str | os.PathLike, detector: Callable[[np.ndarray], 
     """Run the product's front-ends over a video file at 10 Hz ticks.
 
     → visual (T, VISUAL_DIM), audio (T, AUDIO_DIM), the video's frame rate. Face detector: the
-    engine's RetinaFace (``stream.face.FaceDetector``) unless ``detector`` is given; speech
-    probability from silero-vad (``stream.audio.SpeechDetector``); no music features (no separator
+    engine's RetinaFace (``vibescope.stream.face.FaceDetector``) unless ``detector`` is given; speech
+    probability from silero-vad (``vibescope.stream.audio.SpeechDetector``); no music features (no separator
     offline here, so ``music_known`` = 0).
     """
     import av
 
-    from stream.audio import SpeechDetector, rms_dbfs
-    from stream.tagf.expression import ExpressionStage
-    from stream.tagf.features import AUDIO_DIM, AudioFrontEnd, visual_vector
+    from vibescope.stream.audio import SpeechDetector, rms_dbfs
+    from vibescope.stream.tagf.expression import ExpressionStage
+    from vibescope.stream.tagf.features import AUDIO_DIM, AudioFrontEnd, visual_vector
 
     if detector is None:
-        from stream.face import FaceDetector
+        from vibescope.stream.face import FaceDetector
 
         detector = FaceDetector().detect
     frames: dict[int, np.ndarray] = {}
@@ -180,7 +181,7 @@ class AffWild2:
 def evaluate_affwild2(model: Any, root: str, split: str = "validation", features_cache: str | None = None,
                       progress: bool = False) -> dict[str, Any]:
     """CCC per dimension over all labelled ticks of a split (streaming-equivalent predictions)."""
-    from stream.tagf.evaluate import ccc_scores, predict
+    from vibescope.stream.tagf.evaluate import ccc_scores, predict
 
     seqs = AffWild2(root, features_cache=features_cache).load_split(split, progress=progress)
     if not seqs:

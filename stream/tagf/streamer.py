@@ -20,9 +20,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from stream.tagf.model import TagfConfig, TagfModel
+from vibescope.stream.tagf.model import TagfConfig, TagfModel, load_shared
+from vibescope.stream.timebase import TICK_SECONDS as FRAME_S
 
-FRAME_S = 0.1
 
 
 class TagfStreamer:
@@ -213,9 +213,7 @@ def selfcheck(seed: int = 0, model: TagfModel | None = None, n_frames: int = 157
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     if model is None:
-        from stream.tagf.stage import load_default_model
-
-        model = load_default_model()
+        model = load_shared()
     model = model.eval()
     cfg = model.config
     vis = rng.normal(0, 1, (n_frames, cfg.visual_dim)).astype(np.float32)

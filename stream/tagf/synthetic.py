@@ -5,10 +5,10 @@ Each sequence has a latent affect trajectory (valence, arousal). It is expressed
 pitch variability, log-mel bands, silent at times), each with its own *expressivity* that switches
 between low and high every few seconds, independently: at any moment the face, the voice, both or
 neither carry the affect (weak complementarity). Music comes and goes as a nuisance that raises
-loudness and fills the mel bands. The ground truth is the teacher (``stream.tagf.teacher``) applied
+loudness and fills the mel bands. The ground truth is the teacher (``vibescope.stream.tagf.teacher``) applied
 to the clean cues: a known temporal function of the audio and visual cues. Models see noisy
 observations of those cues (FER jitter, VAD and pitch noise), in exactly the layout of
-``stream.tagf.features``.
+``vibescope.stream.tagf.features``.
 
 Misalignment: the audio feature stream is delayed by ``misalign_s`` relative to video and labels.
 Modality dropouts: 10 % of sequences have no video, 10 % no audio, and faces/speech come and go.
@@ -19,8 +19,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from stream.tagf import features as F
-from stream.tagf.teacher import EXPRESSION_VA_ARRAY, teacher_trajectory
+from vibescope.stream.tagf import features as F
+from vibescope.stream.tagf.teacher import EXPRESSION_VA_ARRAY, teacher_trajectory
 
 FPS = 10
 MISALIGN_LEVELS_S = (0.0, 0.5, 1.0, 2.0)

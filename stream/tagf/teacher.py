@@ -30,7 +30,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from stream.tagf.expression import EXPRESSION_CLASSES
+from vibescope.stream.tagf.expression import EXPRESSION_CLASSES
+from vibescope.stream.timebase import TICK_SECONDS as FRAME_S
 
 # (valence, arousal) in [−1, 1] per FER class; see the module docstring for the basis.
 EXPRESSION_VA: dict[str, tuple[float, float]] = {
@@ -45,7 +46,6 @@ EXPRESSION_VA: dict[str, tuple[float, float]] = {
 EXPRESSION_VA_ARRAY = np.array([EXPRESSION_VA[c] for c in EXPRESSION_CLASSES], np.float32)  # (7, 2)
 
 TAU_VALENCE_S, TAU_AROUSAL_S = 0.7, 0.4
-FRAME_S = 0.1
 
 
 def face_va(probabilities: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

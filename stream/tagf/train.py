@@ -1,7 +1,7 @@
 """Training TAGF and its baselines: CCC loss, Adam, seeds, checkpoints, progress bars.
 
-``train_synthetic`` trains on fresh simulated sequences each step (``stream.tagf.synthetic``);
-``train_affwild2`` on Aff-Wild2 features (``stream.tagf.affwild2``) for users who hold its licence.
+``train_synthetic`` trains on fresh simulated sequences each step (``vibescope.stream.tagf.synthetic``);
+``train_affwild2`` on Aff-Wild2 features (``vibescope.stream.tagf.affwild2``) for users who hold its licence.
 Both train the streaming computation itself (``TagfModel.forward_sliding``), so what is trained is
 exactly what runs live.
 """
@@ -16,7 +16,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from stream.tagf.model import TagfConfig, TagfModel, ccc_loss
+from vibescope.stream.tagf.model import TagfConfig, TagfModel, ccc_loss
 
 
 def save_checkpoint(model: TagfModel, path: str | os.PathLike, meta: dict[str, Any]) -> None:
@@ -27,13 +27,6 @@ def save_checkpoint(model: TagfModel, path: str | os.PathLike, meta: dict[str, A
     state = {k: v.detach().clone() for k, v in model.state_dict().items()}
     torch.save({"config": model.config.to_dict(), "state_dict": state, "meta": meta}, tmp)
     tmp.replace(path)
-
-
-def load_checkpoint(path: str | os.PathLike) -> tuple[TagfModel, dict[str, Any]]:
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    model = TagfModel(TagfConfig(**ckpt["config"]))
-    model.load_state_dict(ckpt["state_dict"])
-    return model.eval(), ckpt.get("meta", {})
 
 
 def _fit(model: TagfModel, next_batch: Callable[[int], tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]],
@@ -73,7 +66,7 @@ def train_synthetic(fusion: str = "gate_steps", steps: int = 600, batch: int = 8
                     misalign_max_s: float = 0.0) -> tuple[TagfModel, dict[str, Any]]:
     """Train on simulated cue trajectories labelled by the teacher; audio and video aligned, or,
     with ``misalign_max_s`` > 0, each batch's audio delayed by a random benchmark level up to it."""
-    from stream.tagf.synthetic import MISALIGN_LEVELS_S, make_batch
+    from vibescope.stream.tagf.synthetic import MISALIGN_LEVELS_S, make_batch
 
     torch.manual_seed(seed)
     np.random.seed(seed)
@@ -89,7 +82,7 @@ def train_synthetic(fusion: str = "gate_steps", steps: int = 600, batch: int = 8
         return torch.from_numpy(b.visual), torch.from_numpy(b.audio), torch.from_numpy(b.target), None
 
     aligned = "aligned" if misalign_max_s <= 0 else f"audio delayed by a random level in {levels} s"
-    meta = {"data": f"synthetic cue trajectories labelled by stream.tagf.teacher ({aligned})", "fusion": cfg.fusion,
+    meta = {"data": f"synthetic cue trajectories labelled by vibescope.stream.tagf.teacher ({aligned})", "fusion": cfg.fusion,
             "steps": steps, "batch": batch, "n_frames": n_frames, "seed": seed, "lr": lr, "misalign_max_s": misalign_max_s,
             "weight_decay": weight_decay, "params": model.n_params()}
     return model, _fit(model, next_batch, steps, lr, weight_decay, out, meta, progress, checkpoint_every)
@@ -100,7 +93,7 @@ def train_affwild2(root: str, fusion: str = "gate_steps", steps: int = 2000, bat
                    progress: bool = True, checkpoint_every: int = 200, features_cache: str | None = None,
                    ) -> tuple[TagfModel, dict[str, Any]]:
     """Train on Aff-Wild2's training split (features extracted once and cached)."""
-    from stream.tagf.affwild2 import AffWild2
+    from vibescope.stream.tagf.affwild2 import AffWild2
 
     torch.manual_seed(seed)
     data = AffWild2(root, features_cache=features_cache)

@@ -18,7 +18,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from server.protocol import (  # noqa: E402
+from vibescope.server.protocol import (  # noqa: E402
     HEADER,
     MAGIC,
     PROTOCOL_VERSION,

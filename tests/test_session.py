@@ -1,13 +1,14 @@
-"""The analyzer engine (stream/engine.py) on real media: events, measures, state."""
+"""The analyzer engine (stream/session.py) on real media: events, measures, state."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
 from assets import pyfeat_file, speech_clip
-from stream.engine import Chunk, Session, SessionConfig
-from stream.media import MediaError, encode_jpeg
-from stream.source import iter_chunks
+from vibescope.stream.media import Chunk
+from vibescope.stream.session import Session, SessionConfig
+from vibescope.stream.media import MediaError, encode_jpeg
+from vibescope.stream.source import iter_chunks
 
 BASE = SessionConfig(stages="base")
 
@@ -164,11 +165,11 @@ def _iou(a, b) -> float:
 
 
 def test_tracking_finds_the_same_face_in_the_region_and_nothing_where_it_is_gone():
-    from stream.face import FaceDetector
+    from vibescope.stream.face import FaceDetector
 
     det = FaceDetector()
     frames = [c for c in iter_chunks(pyfeat_file("single_face.mp4")) if c.kind == "video"]
-    from stream.media import decode_image
+    from vibescope.stream.media import decode_image
 
     rgbs = [decode_image(c.payload, 1920, 1080) for c in frames]
     full = [det.detect(f) for f in rgbs]
@@ -184,10 +185,10 @@ def test_tracking_finds_the_same_face_in_the_region_and_nothing_where_it_is_gone
 
 
 def test_base_stage_tracks_between_whole_frame_looks_once_a_second(monkeypatch):
-    from stream.engine import BaseStage
+    from vibescope.stream.signal import SignalStage
 
-    BaseStage()  # the shared detector exists
-    det = BaseStage._detector
+    SignalStage()  # the shared detector exists
+    det = SignalStage._detector
     calls = []
     real_detect, real_near = det.detect, det.detect_near
     monkeypatch.setattr(det, "detect", lambda rgb: calls.append("full") or real_detect(rgb))
@@ -206,7 +207,7 @@ def test_base_stage_tracks_between_whole_frame_looks_once_a_second(monkeypatch):
 
 
 def test_a_looped_clip_is_one_continuous_stream_of_its_length(face_chunks):
-    from stream.source import looped
+    from vibescope.stream.source import looped
 
     chunks = looped(face_chunks, 6.0)
     audio = [c for c in chunks if c.kind == "audio"]
@@ -221,7 +222,7 @@ def test_a_looped_clip_is_one_continuous_stream_of_its_length(face_chunks):
 
 
 def test_frames_the_detector_does_not_look_at_are_never_converted_to_rgb(monkeypatch):
-    import stream.media as media
+    import vibescope.stream.media as media
 
     chunks = list(iter_chunks(pyfeat_file("no_face.mp4")))
     conversions, looks = [], []

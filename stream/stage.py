@@ -1,19 +1,19 @@
-"""The per-tick analysis pipeline that :class:`stream.engine.Session` drives.
+"""Ticks and the stage protocol: the per-tick pipeline a :class:`~vibescope.stream.session.Session` drives.
 
-Media time is cut into ticks of ``TICK_SECONDS`` (100 ms = ``TICK_SAMPLES`` samples at 16 kHz).
-Each tick flows through a chain of stages, in order; a stage may hold ticks back (its algorithmic
-lag) and returns the ticks that became final for it. A tick that leaves the last stage becomes one
-overlay event. Stages fill ``Tick.fields`` with the event fields they own and ``Tick.models`` with
-the id of the component that produced each field.
+Media time is cut into ticks (:mod:`vibescope.stream.timebase`). Each tick flows through a chain
+of stages, in order; a stage may hold ticks back (its algorithmic lag) and returns the ticks that
+became final for it. A tick that leaves the last stage becomes one overlay event. Stages fill
+``Tick.fields`` with the event fields they own and ``Tick.models`` with the id of the component
+that produced each field.
 
-Every stage's state (held ticks included) goes into ``state_dict()``, which must be picklable and
-small: a stage must drop heavy inputs (``Tick.frame``) once it has used them.
+Every stage's state (held ticks included) goes into ``state_dict()``, which must be small: a stage
+drops heavy inputs (``Tick.frame``) once it has used them.
 
 A stage class may also have a static ``push_batch(stages, ticks)``: one tick into each of several
 instances (one per session) at once, returning per instance what ``push`` would (or the exception
-it raised, see :func:`apply_each`). ``stream.engine.feed_many`` uses it to run the stage's models
-once for all the sessions a server process analyses in the same round; ``push`` is then
-``single(Cls.push_batch([self], [tick]))``, so one code path serves both.
+it raised, see :func:`apply_each`). :func:`vibescope.stream.lockstep.feed_many` uses it to run the
+stage's models once for all the sessions a server process analyses in the same round; ``push`` is
+then ``single(Cls.push_batch([self], [tick]))``, so one code path serves both.
 """
 from __future__ import annotations
 
@@ -22,9 +22,7 @@ from typing import Any, Callable, Protocol, Sequence
 
 import numpy as np
 
-SAMPLE_RATE = 16000
-TICK_SECONDS = 0.1
-TICK_SAMPLES = int(SAMPLE_RATE * TICK_SECONDS)  # 1600
+from vibescope.stream.timebase import TICK_SECONDS
 
 
 @dataclass
@@ -43,8 +41,8 @@ class Tick:
 
     index: int
     audio: np.ndarray | None  # float32 (TICK_SAMPLES,) at 16 kHz mono, or None for video-only media
-    # last video frame decoded in this tick: RGB uint8 (H, W, 3), or a stream.media.Picture that
-    # makes those pixels on first use (read them with stream.media.sample_rgb or luma)
+    # last video frame decoded in this tick: RGB uint8 (H, W, 3), or a vibescope.stream.media.Picture that
+    # makes those pixels on first use (read them with vibescope.stream.media.sample_rgb or luma)
     frame: Any = None
     frame_t: float | None = None  # its media time, seconds
     face: FaceObservation | None = None  # None: no face in `frame` (or no frame)
