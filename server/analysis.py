@@ -7,6 +7,7 @@ last stored state and the batch replayed without that frame, which is answered w
 ``internal`` error (and acknowledged, so it is not resent forever). The engine is deterministic,
 so the replay gives the same results.
 """
+
 from __future__ import annotations
 
 import json
@@ -38,8 +39,9 @@ class _ItemFailed(Exception):
 
 
 class AnalysisLoop:
-    def __init__(self, ctx: ConnectionContext, outbox: Outbox, session: OpenSession, backlog: Backlog,
-                 shedding: VideoShedding) -> None:
+    def __init__(
+        self, ctx: ConnectionContext, outbox: Outbox, session: OpenSession, backlog: Backlog, shedding: VideoShedding
+    ) -> None:
         self.ctx, self.outbox, self.session = ctx, outbox, session
         self.backlog, self.shedding = backlog, shedding
         self.metrics = ctx.metrics
@@ -53,14 +55,18 @@ class AnalysisLoop:
                 results, errors, state = await self.ctx.pool.run(self._process(items))
             except Exception:  # a bug in analysis: the stored state is still the last good one
                 log.exception("analysis failed in session %s", s.session_id)
-                await self.outbox.fail(ErrorCode.INTERNAL, "internal analysis error; resume to continue", CloseCode.INTERNAL)
+                await self.outbox.fail(
+                    ErrorCode.INTERNAL, "internal analysis error; resume to continue", CloseCode.INTERNAL
+                )
                 return
             events = [json.dumps(ev) for r in results for ev in r[1]]
             last_seq = max(it.seq for it in items)
             try:
                 size = await self.ctx.store.save(s.session_id, s.owner, state, last_seq, events)
             except OwnershipLost:
-                await self.outbox.fail(ErrorCode.SESSION_BUSY, "session taken over by a newer connection", CloseCode.SESSION_BUSY)
+                await self.outbox.fail(
+                    ErrorCode.SESSION_BUSY, "session taken over by a newer connection", CloseCode.SESSION_BUSY
+                )
                 return
             except Exception as exc:  # store down: nothing acknowledged, the client resumes later
                 log.error("state store write failed for %s: %s", s.session_id, exc)
@@ -115,8 +121,11 @@ class AnalysisLoop:
                 while i < len(items) and media(items[i]):
                     run.append(items[i])
                     i += 1
-                outs = yield engine, [Chunk(KIND_NAMES[it.frame.kind], it.frame.payload, it.frame.timestamp) for it in run]
-                for item, out in zip(run, outs):
+                outs = yield (
+                    engine,
+                    [Chunk(KIND_NAMES[it.frame.kind], it.frame.payload, it.frame.timestamp) for it in run],
+                )
+                for item, out in zip(run, outs, strict=False):
                     if isinstance(out, MediaError):
                         errors.append((item.seq, ErrorCode.BAD_MEDIA, str(out)))
                     elif isinstance(out, Exception):

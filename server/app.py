@@ -1,4 +1,5 @@
 """The aiohttp application: /v1/stream (WebSocket), /healthz, /metrics, the demo page."""
+
 from __future__ import annotations
 
 import asyncio
@@ -44,8 +45,9 @@ class StreamServer:
             server_version = version("vibescope")
         except PackageNotFoundError:
             server_version = "dev"
-        self.context = ConnectionContext(config, self.store, self.pool, self.metrics, self.registry,
-                                         model_info(config.pipeline), server_version)
+        self.context = ConnectionContext(
+            config, self.store, self.pool, self.metrics, self.registry, model_info(config.pipeline), server_version
+        )
 
     @property
     def version(self) -> str:
@@ -68,13 +70,22 @@ class StreamServer:
 
     async def healthz(self, request: web.Request) -> web.Response:
         store_ok = await self.store.ping()
-        body = {"status": "ok" if store_ok else "degraded", "store": self.store.kind, "store_ok": store_ok,
-                "sessions": len(self.registry), "version": self.version}
+        body = {
+            "status": "ok" if store_ok else "degraded",
+            "store": self.store.kind,
+            "store_ok": store_ok,
+            "sessions": len(self.registry),
+            "version": self.version,
+        }
         return web.json_response(body, status=200 if store_ok else 503)
 
     async def metrics_page(self, request: web.Request) -> web.Response:
-        return web.Response(text=self.metrics.render(self.store.kind), content_type="text/plain",
-                            headers={"X-Content-Type-Options": "nosniff"}, charset="utf-8")
+        return web.Response(
+            text=self.metrics.render(self.store.kind),
+            content_type="text/plain",
+            headers={"X-Content-Type-Options": "nosniff"},
+            charset="utf-8",
+        )
 
     async def index(self, request: web.Request) -> web.StreamResponse:
         page = STATIC_DIR / "index.html"
@@ -83,8 +94,10 @@ class StreamServer:
         return web.FileResponse(page)
 
     async def on_shutdown(self, app: web.Application) -> None:
-        await asyncio.gather(*(o.close(CloseCode.TRY_AGAIN, "server shutting down: resume")
-                               for o in self.registry.outboxes()), return_exceptions=True)
+        await asyncio.gather(
+            *(o.close(CloseCode.TRY_AGAIN, "server shutting down: resume") for o in self.registry.outboxes()),
+            return_exceptions=True,
+        )
 
     async def on_cleanup(self, app: web.Application) -> None:
         await self.store.close()
@@ -106,7 +119,9 @@ class StreamServer:
 
 def run(config: ServerConfig) -> None:
     server = StreamServer(config)
-    print(f"vibescope serving on http://{config.host}:{config.port}/ "
-          f"(demo page), ws://{config.host}:{config.port}/v1/stream, state: {server.store.kind}", flush=True)
-    web.run_app(server.app(), host=config.host, port=config.port, print=None, handle_signals=True,
-                shutdown_timeout=5.0)
+    print(
+        f"vibescope serving on http://{config.host}:{config.port}/ "
+        f"(demo page), ws://{config.host}:{config.port}/v1/stream, state: {server.store.kind}",
+        flush=True,
+    )
+    web.run_app(server.app(), host=config.host, port=config.port, print=None, handle_signals=True, shutdown_timeout=5.0)

@@ -1,5 +1,6 @@
 """The frames of one connection waiting for analysis: a bounded queue the reader fills and the
 analysis loop drains. A full backlog stops the reader, so TCP pushes back on the client."""
+
 from __future__ import annotations
 
 import asyncio

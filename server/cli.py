@@ -4,6 +4,7 @@ Subcommands live in server/commands/*.py; each module has ``register(groups)`` w
 maps "root" to the top-level subparsers and "data", "train", "eval" to the subparsers of those
 command groups. A subcommand sets ``func=handler(args) -> int`` (the exit code).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -19,7 +20,9 @@ COMMAND_MODULES = (
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="vibescope", description="Live valence/arousal and BGM/OST separation for streamed media.")
+    parser = argparse.ArgumentParser(
+        prog="vibescope", description="Live valence/arousal and BGM/OST separation for streamed media."
+    )
     root = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     groups = {"root": root}
     for name, help_ in (("data", "build data sets"), ("train", "train a model"), ("eval", "evaluate a model")):

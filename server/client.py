@@ -2,6 +2,7 @@
 side — hello/resume, seq numbering, keeping unacknowledged frames, reconnecting with backoff,
 de-duplicating replayed events by media time.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -9,8 +10,9 @@ import json
 import random
 import time
 from collections import OrderedDict
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable
+from typing import Any
 
 import numpy as np
 import websockets
@@ -21,8 +23,13 @@ from vibescope.stream.media import Chunk
 from vibescope.stream.timebase import SAMPLE_RATE
 
 KINDS = {"audio": Kind.AUDIO, "video": Kind.VIDEO, "container": Kind.CONTAINER}
-FATAL_CLOSES = {4000: "unsupported protocol version", 4001: "missing or wrong token",
-                4002: "protocol violation", 4004: "unknown or expired session", 1009: "message too big"}
+FATAL_CLOSES = {
+    4000: "unsupported protocol version",
+    4001: "missing or wrong token",
+    4002: "protocol violation",
+    4004: "unknown or expired session",
+    1009: "message too big",
+}
 
 
 class PushError(Exception):
@@ -48,13 +55,24 @@ class PushClient:
     IN_FLIGHT = 32  # frames sent but not acknowledged, at most
     MAX_SPEED_IN_FLIGHT = 4
 
-    def __init__(self, url: str, *, token: str | None = None, session_id: str | None = None,
-                 resume_token: str | None = None, audio: dict[str, Any] | None = None, video: str | None = "jpeg",
-                 container: str | None = None, want_ost: bool = False, realtime: bool = True,
-                 on_event: Callable[[dict[str, Any]], None] | None = None,
-                 on_ost: Callable[[float, bytes], None] | None = None,
-                 on_error: Callable[[dict[str, Any]], None] | None = None,
-                 max_backoff_s: float = 8.0, give_up_after_s: float = 60.0) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        token: str | None = None,
+        session_id: str | None = None,
+        resume_token: str | None = None,
+        audio: dict[str, Any] | None = None,
+        video: str | None = "jpeg",
+        container: str | None = None,
+        want_ost: bool = False,
+        realtime: bool = True,
+        on_event: Callable[[dict[str, Any]], None] | None = None,
+        on_ost: Callable[[float, bytes], None] | None = None,
+        on_error: Callable[[dict[str, Any]], None] | None = None,
+        max_backoff_s: float = 8.0,
+        give_up_after_s: float = 60.0,
+    ) -> None:
         self.url = url
         self.token = token
         self.session_id = session_id
@@ -88,8 +106,14 @@ class PushClient:
         backoff, down_since = 0.25, None
         while not self._done:
             try:
-                async with websockets.connect(self._connect_url(), max_size=None, open_timeout=10, ping_interval=20,
-                                              close_timeout=5, compression=None) as ws:
+                async with websockets.connect(
+                    self._connect_url(),
+                    max_size=None,
+                    open_timeout=10,
+                    ping_interval=20,
+                    close_timeout=5,
+                    compression=None,
+                ) as ws:
                     await self._handshake(ws)
                     backoff, down_since = 0.25, None
                     reader = asyncio.create_task(self._read(ws))
@@ -108,7 +132,9 @@ class PushClient:
                             if self._started is None:
                                 self._started = time.perf_counter() - pending.t
                             if self.realtime:
-                                end = pending.t + (len(pending.payload) / 2 / SAMPLE_RATE if pending.kind == "audio" else 0)
+                                end = pending.t + (
+                                    len(pending.payload) / 2 / SAMPLE_RATE if pending.kind == "audio" else 0
+                                )
                                 delay = self._started + end - time.perf_counter()
                                 if delay > 0:
                                     await asyncio.sleep(delay)
@@ -128,9 +154,11 @@ class PushClient:
                         reader.cancel()
             except PushError:
                 raise
-            except (OSError, ConnectionClosed, InvalidHandshake, asyncio.TimeoutError) as exc:
+            except (TimeoutError, OSError, ConnectionClosed, InvalidHandshake) as exc:
                 if isinstance(exc, ConnectionClosed) and exc.rcvd and exc.rcvd.code in FATAL_CLOSES:
-                    raise PushError(f"server closed the stream: {FATAL_CLOSES[exc.rcvd.code]} ({exc.rcvd.reason})") from None
+                    raise PushError(
+                        f"server closed the stream: {FATAL_CLOSES[exc.rcvd.code]} ({exc.rcvd.reason})"
+                    ) from None
             except InvalidURI as exc:
                 raise PushError(f"bad server URL {self.url!r}: {exc}") from None
             if self._done:
@@ -152,8 +180,14 @@ class PushClient:
         return f"{self.url}{'&' if '?' in self.url else '?'}session={self.session_id}"
 
     async def _handshake(self, ws: Any) -> None:
-        hello: dict[str, Any] = {"type": "hello", "protocol": PROTOCOL_VERSION, "client": "vibescope-push",
-                                 "audio": self.audio, "video": self.video, "want": ["ost_audio"] if self.want_ost else []}
+        hello: dict[str, Any] = {
+            "type": "hello",
+            "protocol": PROTOCOL_VERSION,
+            "client": "vibescope-push",
+            "audio": self.audio,
+            "video": self.video,
+            "want": ["ost_audio"] if self.want_ost else [],
+        }
         if self.container:
             hello["container"] = self.container
         if self.token:
@@ -185,7 +219,7 @@ class PushClient:
             while len(self.unacked) >= self.max_unacked and not reader.done():
                 try:
                     await asyncio.wait_for(self._acked_cond.wait(), timeout=1.0)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     pass
 
     async def _on_ack(self, seq: int) -> None:
@@ -234,7 +268,7 @@ def write_wav(path: str, pieces: list[tuple[float, bytes]], rate: int = SAMPLE_R
         for t, b in pieces:
             start = int(round(t * rate))
             x = np.frombuffer(b, dtype="<i2")
-            audio[start:start + len(x)] = x
+            audio[start : start + len(x)] = x
     with wave.open(path, "wb") as w:
         w.setnchannels(1)
         w.setsampwidth(2)

@@ -1,4 +1,5 @@
 """The server's configuration: what ``vibescope serve`` takes, checked before it listens."""
+
 from __future__ import annotations
 
 import ipaddress

@@ -6,6 +6,7 @@ writes state and events to the store, and only then answers. When analysis falls
 frames are skipped first (server/shedding.py). Audio is never dropped: a full backlog stops the
 reader, and TCP pushes back on the client.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -50,8 +51,11 @@ class Connection:
                 session = await open_session(self.ctx, hello, outbox)
             except Exception as exc:  # the store is unreachable, or the stored state unusable
                 log.error("cannot open session: %r", exc)
-                await outbox.fail(ErrorCode.INTERNAL, "cannot open the session now (state store unavailable); "
-                                  "try again later", CloseCode.TRY_AGAIN)
+                await outbox.fail(
+                    ErrorCode.INTERNAL,
+                    "cannot open the session now (state store unavailable); try again later",
+                    CloseCode.TRY_AGAIN,
+                )
                 return
             if session is None:
                 return

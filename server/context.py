@@ -1,4 +1,5 @@
 """What a connection needs from the server process, passed in explicitly."""
+
 from __future__ import annotations
 
 import time

@@ -1,7 +1,7 @@
 """The start of a connection: ``hello``, authentication, and opening a new or resumed session."""
+
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import hmac
 import logging
@@ -45,11 +45,13 @@ async def receive_hello(ws: web.WebSocketResponse, ctx: ConnectionContext, outbo
     """The client's hello, authenticated; None when the connection must end (already answered)."""
     try:
         msg = await ws.receive(timeout=HELLO_TIMEOUT_S)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         await outbox.fail(ErrorCode.HELLO_REQUIRED, f"no hello within {HELLO_TIMEOUT_S:.0f} s", CloseCode.POLICY)
         return None
     if msg.type == WSMsgType.BINARY:
-        await outbox.fail(ErrorCode.HELLO_REQUIRED, "the first message must be a hello text frame", CloseCode.HELLO_REQUIRED)
+        await outbox.fail(
+            ErrorCode.HELLO_REQUIRED, "the first message must be a hello text frame", CloseCode.HELLO_REQUIRED
+        )
         return None
     if msg.type != WSMsgType.TEXT:
         return None  # closed or errored before saying anything
@@ -59,8 +61,10 @@ async def receive_hello(ws: web.WebSocketResponse, ctx: ConnectionContext, outbo
             raise ProtocolError(ErrorCode.HELLO_REQUIRED, f"expected hello, got {data['type']!r}")
         hello = Hello.from_dict(data)
     except ProtocolError as exc:
-        close = {ErrorCode.UNSUPPORTED_VERSION: CloseCode.UNSUPPORTED_VERSION,
-                 ErrorCode.HELLO_REQUIRED: CloseCode.HELLO_REQUIRED}.get(exc.code, CloseCode.POLICY)
+        close = {
+            ErrorCode.UNSUPPORTED_VERSION: CloseCode.UNSUPPORTED_VERSION,
+            ErrorCode.HELLO_REQUIRED: CloseCode.HELLO_REQUIRED,
+        }.get(exc.code, CloseCode.POLICY)
         await outbox.fail(exc.code, exc.message, close)
         return None
     token = ctx.config.token
@@ -93,10 +97,16 @@ async def open_session(ctx: ConnectionContext, hello: Hello, outbox: Outbox) -> 
     store, owner = ctx.store, uuid.uuid4().hex
     if hello.session_id:
         stored = await store.load(hello.session_id)
-        if stored is None or not hello.resume_token or not hmac.compare_digest(
-                stored.meta.get("resume_token_sha256", ""), hash_token(hello.resume_token)):
-            await outbox.fail(ErrorCode.UNKNOWN_SESSION, "unknown or expired session, or wrong resume token",
-                              CloseCode.UNKNOWN_SESSION)
+        if (
+            stored is None
+            or not hello.resume_token
+            or not hmac.compare_digest(stored.meta.get("resume_token_sha256", ""), hash_token(hello.resume_token))
+        ):
+            await outbox.fail(
+                ErrorCode.UNKNOWN_SESSION,
+                "unknown or expired session, or wrong resume token",
+                CloseCode.UNKNOWN_SESSION,
+            )
             return None
         await ctx.registry.take_over(hello.session_id)
         if not await store.claim(hello.session_id, owner):
@@ -106,27 +116,47 @@ async def open_session(ctx: ConnectionContext, hello: Hello, outbox: Outbox) -> 
         try:
             engine = await ctx.pool.run(call(Session.from_bytes, stored.state))
         except ValueError as exc:  # e.g. state written by an incompatible server version
-            await outbox.fail(ErrorCode.UNKNOWN_SESSION, f"the stored session cannot be continued: {exc}",
-                              CloseCode.UNKNOWN_SESSION)
+            await outbox.fail(
+                ErrorCode.UNKNOWN_SESSION, f"the stored session cannot be continued: {exc}", CloseCode.UNKNOWN_SESSION
+            )
             return None
-        opened = OpenSession(hello.session_id, owner, engine, stored.state, stored.acked_seq,
-                             "ost_audio" in stored.meta.get("want", []), hello.catch_up_until_t)
+        opened = OpenSession(
+            hello.session_id,
+            owner,
+            engine,
+            stored.state,
+            stored.acked_seq,
+            "ost_audio" in stored.meta.get("want", []),
+            hello.catch_up_until_t,
+        )
         resume_token = hello.resume_token
         ctx.metrics.sessions_total["resumed"] += 1
     else:
         engine = Session(session_config(ctx, hello))
         state = await ctx.pool.run(call(engine.to_bytes))
         session_id, resume_token = uuid.uuid4().hex, secrets.token_urlsafe(24)
-        meta = {"resume_token_sha256": hash_token(resume_token), "want": hello.want, "client": hello.client,
-                "created": time.time()}
+        meta = {
+            "resume_token_sha256": hash_token(resume_token),
+            "want": hello.want,
+            "client": hello.client,
+            "created": time.time(),
+        }
         await store.create(session_id, state, meta, owner)
         opened = OpenSession(session_id, owner, engine, state, 0, "ost_audio" in hello.want)
         ctx.metrics.sessions_total["new"] += 1
-    outbox.send_json({
-        "type": "welcome", "protocol": PROTOCOL_VERSION, "session_id": opened.session_id,
-        "resume_token": resume_token, "resumed": bool(hello.session_id), "acked_seq": opened.acked_seq,
-        "limits": ctx.config.limits.__dict__, "models": ctx.models, "server": f"vibescope/{ctx.version}",
-    })
+    outbox.send_json(
+        {
+            "type": "welcome",
+            "protocol": PROTOCOL_VERSION,
+            "session_id": opened.session_id,
+            "resume_token": resume_token,
+            "resumed": bool(hello.session_id),
+            "acked_seq": opened.acked_seq,
+            "limits": ctx.config.limits.__dict__,
+            "models": ctx.models,
+            "server": f"vibescope/{ctx.version}",
+        }
+    )
     if hello.session_id:
         for event in await store.events_after(opened.session_id, hello.last_event_t):
             outbox.send_json(event)

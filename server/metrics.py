@@ -1,4 +1,5 @@
 """Prometheus text-format metrics for /metrics (exposition format 0.0.4), kept in-process."""
+
 from __future__ import annotations
 
 import bisect
@@ -22,7 +23,7 @@ class Histogram:
 
     def render(self, name: str) -> list[str]:
         lines, acc = [], 0
-        for bound, n in zip(self.buckets, self.counts):
+        for bound, n in zip(self.buckets, self.counts, strict=False):
             acc += n
             lines.append(f'{name}_bucket{{le="{bound}"}} {acc}')
         lines.append(f'{name}_bucket{{le="+Inf"}} {self.count}')
@@ -57,38 +58,83 @@ class Metrics:
             out.append(f"# TYPE {name} {kind}")
             out.extend(f"{name}{labels} {value}" for labels, value in samples)
 
-        block("vibescope_sessions_active", "gauge", "Sessions with a live connection on this process.",
-              [("", self.sessions_active)])
-        block("vibescope_sessions_total", "counter", "Connections that started or resumed a session.",
-              [(f'{{outcome="{k}"}}', v) for k, v in sorted(self.sessions_total.items())] or [('{outcome="new"}', 0)])
-        block("vibescope_frames_total", "counter", "Media frames accepted, by kind (duplicates excluded).",
-              [(f'{{kind="{k}"}}', self.frames_total.get(k, 0)) for k in ("audio", "video", "container")])
-        block("vibescope_bytes_total", "counter", "Media payload bytes accepted, by kind.",
-              [(f'{{kind="{k}"}}', self.bytes_total.get(k, 0)) for k in ("audio", "video", "container")])
-        block("vibescope_duplicate_frames_total", "counter", "Resent frames dropped as duplicates.",
-              [("", self.duplicates_total)])
+        block(
+            "vibescope_sessions_active",
+            "gauge",
+            "Sessions with a live connection on this process.",
+            [("", self.sessions_active)],
+        )
+        block(
+            "vibescope_sessions_total",
+            "counter",
+            "Connections that started or resumed a session.",
+            [(f'{{outcome="{k}"}}', v) for k, v in sorted(self.sessions_total.items())] or [('{outcome="new"}', 0)],
+        )
+        block(
+            "vibescope_frames_total",
+            "counter",
+            "Media frames accepted, by kind (duplicates excluded).",
+            [(f'{{kind="{k}"}}', self.frames_total.get(k, 0)) for k in ("audio", "video", "container")],
+        )
+        block(
+            "vibescope_bytes_total",
+            "counter",
+            "Media payload bytes accepted, by kind.",
+            [(f'{{kind="{k}"}}', self.bytes_total.get(k, 0)) for k in ("audio", "video", "container")],
+        )
+        block(
+            "vibescope_duplicate_frames_total",
+            "counter",
+            "Resent frames dropped as duplicates.",
+            [("", self.duplicates_total)],
+        )
         block("vibescope_events_total", "counter", "Overlay events sent.", [("", self.events_total)])
-        block("vibescope_errors_total", "counter", "Error messages sent, by code.",
-              [(f'{{code="{k}"}}', v) for k, v in sorted(self.errors_total.items())] or [('{code="none"}', 0)])
-        block("vibescope_dropped_video_frames_total", "counter", "Video frames skipped because analysis fell behind.",
-              [("", self.dropped_video_total)])
+        block(
+            "vibescope_errors_total",
+            "counter",
+            "Error messages sent, by code.",
+            [(f'{{code="{k}"}}', v) for k, v in sorted(self.errors_total.items())] or [('{code="none"}', 0)],
+        )
+        block(
+            "vibescope_dropped_video_frames_total",
+            "counter",
+            "Video frames skipped because analysis fell behind.",
+            [("", self.dropped_video_total)],
+        )
         out.append("# HELP vibescope_processing_latency_seconds Frame arrival to its overlay events sent.")
         out.append("# TYPE vibescope_processing_latency_seconds histogram")
         out.extend(self.latency.render("vibescope_processing_latency_seconds"))
-        out.append("# HELP vibescope_session_state_bytes Bytes stored per session (state + event history), at each save.")
+        out.append(
+            "# HELP vibescope_session_state_bytes Bytes stored per session (state + event history), at each save."
+        )
         out.append("# TYPE vibescope_session_state_bytes histogram")
         out.extend(self.state_size.render("vibescope_session_state_bytes"))
         sizes = list(self.state_bytes.values())
-        block("vibescope_live_state_bytes", "gauge", "Bytes stored for the sessions live on this process.",
-              [('{stat="sum"}', sum(sizes)), ('{stat="max"}', max(sizes, default=0))])
-        block("vibescope_session_ttl_seconds", "gauge", "Seconds a session's state is kept after its last write.",
-              [(f'{{store="{store_kind}"}}', self.session_ttl_s)])
+        block(
+            "vibescope_live_state_bytes",
+            "gauge",
+            "Bytes stored for the sessions live on this process.",
+            [('{stat="sum"}', sum(sizes)), ('{stat="max"}', max(sizes, default=0))],
+        )
+        block(
+            "vibescope_session_ttl_seconds",
+            "gauge",
+            "Seconds a session's state is kept after its last write.",
+            [(f'{{store="{store_kind}"}}', self.session_ttl_s)],
+        )
         rounds, requests = (self.analysis.rounds, self.analysis.requests) if self.analysis is not None else (0, 0)
-        block("vibescope_analysis_rounds_total", "counter",
-              "Lock-step analysis rounds (each feeds every session with frames waiting).", [("", rounds)])
-        block("vibescope_analysis_requests_total", "counter",
-              "Sessions fed in those rounds; divided by the rounds: sessions analysed together per round.",
-              [("", requests)])
+        block(
+            "vibescope_analysis_rounds_total",
+            "counter",
+            "Lock-step analysis rounds (each feeds every session with frames waiting).",
+            [("", rounds)],
+        )
+        block(
+            "vibescope_analysis_requests_total",
+            "counter",
+            "Sessions fed in those rounds; divided by the rounds: sessions analysed together per round.",
+            [("", requests)],
+        )
         return "\n".join(out) + "\n"
 
 

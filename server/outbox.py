@@ -1,5 +1,6 @@
 """Everything a connection sends goes through its outbox: a bounded queue drained by one writer
 task, so a client that stops reading can never block the reader or the analysis (it is closed)."""
+
 from __future__ import annotations
 
 import asyncio
@@ -18,8 +19,14 @@ Message = str | bytes | tuple[int, str]  # text, binary, or (close code, reason)
 
 
 class Outbox:
-    def __init__(self, ws: web.WebSocketResponse, transport: Any, metrics: Metrics, items: int = 2048,
-                 close_timeout_s: float = 5.0) -> None:
+    def __init__(
+        self,
+        ws: web.WebSocketResponse,
+        transport: Any,
+        metrics: Metrics,
+        items: int = 2048,
+        close_timeout_s: float = 5.0,
+    ) -> None:
         self.ws = ws
         self.transport = transport
         self.metrics = metrics

@@ -15,6 +15,7 @@ Jobs awaited with :meth:`AnalysisPool.run` are handed back to their event loop o
 of that round's finished jobs in one ``call_soon_threadsafe`` (each call writes to the loop's
 wake-up pipe: one system call per finished job was about 3 % of a loaded process's time).
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -22,15 +23,13 @@ import queue
 import threading
 import time
 from collections import defaultdict
+from collections.abc import Callable, Generator
 from concurrent.futures import Future
-from typing import Any, Callable, Generator
+from typing import Any
 
 from vibescope.stream.events import FeedResult
-
 from vibescope.stream.lockstep import feed_many
-
 from vibescope.stream.media import Chunk
-
 from vibescope.stream.session import Session
 
 GATHER_GAP_S = 0.004  # a round starts once no job has come for this long...
@@ -44,7 +43,7 @@ Waiter = tuple[asyncio.AbstractEventLoop, asyncio.Future]
 def call(fn: Callable[..., Any], *args: Any) -> Job:
     """A plain function call as a job (state loading and saving at session start)."""
     return fn(*args)
-    yield  # noqa: unreachable (makes this a generator)
+    yield  # unreachable: makes this a generator
 
 
 class AnalysisPool:
@@ -56,8 +55,9 @@ class AnalysisPool:
         self.rounds = 0  # feed_many calls so far
         self.requests = 0  # sessions fed in them (requests / rounds = mean sessions per round)
         self._closed = False
-        self._threads = [threading.Thread(target=self._loop, name=f"analysis-{i}", daemon=True)
-                         for i in range(max(1, threads))]
+        self._threads = [
+            threading.Thread(target=self._loop, name=f"analysis-{i}", daemon=True) for i in range(max(1, threads))
+        ]
         for t in self._threads:
             t.start()
 
@@ -125,7 +125,7 @@ class AnalysisPool:
                 self.requests += len(pending)
             advanced: list[tuple[Future, Job, Waiter | None, tuple[Session, list[Chunk]]]] = []
             done = defaultdict(list)
-            for (fut, job, waiter, _), result in zip(pending, results):
+            for (fut, job, waiter, _), result in zip(pending, results, strict=False):
                 _step(fut, job, waiter, result, advanced, done)
             _wake(done)
             pending = advanced

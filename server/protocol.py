@@ -14,6 +14,7 @@ Binary media frame (little-endian), 16-byte header then payload::
 
 Control messages are JSON text frames with a ``type`` field.
 """
+
 from __future__ import annotations
 
 import json
@@ -21,8 +22,6 @@ import struct
 from dataclasses import asdict, dataclass, field
 from enum import IntEnum, StrEnum
 from typing import Any
-
-from vibescope.stream.media import image_kind as sniff_image  # one sniffing rule for protocol and decoder
 
 PROTOCOL_VERSION = 1
 MAGIC = b"VS"
@@ -106,12 +105,16 @@ def encode_frame(kind: Kind | int, seq: int, timestamp_us: int, payload: bytes) 
 def decode_frame(data: bytes) -> MediaFrame:
     """Parse one binary frame; raises :class:`ProtocolError` on anything malformed."""
     if len(data) < HEADER_SIZE:
-        raise ProtocolError(ErrorCode.BAD_HEADER, f"binary frame of {len(data)} bytes is shorter than the {HEADER_SIZE}-byte header")
+        raise ProtocolError(
+            ErrorCode.BAD_HEADER, f"binary frame of {len(data)} bytes is shorter than the {HEADER_SIZE}-byte header"
+        )
     magic, version, kind, seq, ts = HEADER.unpack_from(data)
     if magic != MAGIC:
         raise ProtocolError(ErrorCode.BAD_HEADER, "binary frame does not start with b'VS'")
     if version != PROTOCOL_VERSION:
-        raise ProtocolError(ErrorCode.UNSUPPORTED_VERSION, f"frame version {version}, server speaks {PROTOCOL_VERSION}", seq)
+        raise ProtocolError(
+            ErrorCode.UNSUPPORTED_VERSION, f"frame version {version}, server speaks {PROTOCOL_VERSION}", seq
+        )
     try:
         k = Kind(kind)
     except ValueError:
@@ -161,7 +164,7 @@ class Hello:
         return json.dumps({k: v for k, v in d.items() if v is not None or k == "audio"})
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "Hello":
+    def from_dict(cls, d: dict[str, Any]) -> Hello:
         def bad(msg: str) -> ProtocolError:
             return ProtocolError(ErrorCode.BAD_HELLO, msg)
 
@@ -169,7 +172,9 @@ class Hello:
         if not isinstance(proto, int):
             raise bad("hello.protocol must be an integer")
         if proto != PROTOCOL_VERSION:
-            raise ProtocolError(ErrorCode.UNSUPPORTED_VERSION, f"client speaks protocol {proto}, server speaks {PROTOCOL_VERSION}")
+            raise ProtocolError(
+                ErrorCode.UNSUPPORTED_VERSION, f"client speaks protocol {proto}, server speaks {PROTOCOL_VERSION}"
+            )
         for key in ("token", "session_id", "resume_token", "video", "container", "client"):
             if d.get(key) is not None and not isinstance(d[key], str):
                 raise bad(f"hello.{key} must be a string")

@@ -1,8 +1,8 @@
 """Reading a connection: control messages, media frames in seq order, the video rate limit, and
 which video frames to skip; accepted frames go to the backlog for analysis."""
+
 from __future__ import annotations
 
-import asyncio
 import time
 
 from aiohttp import WSMsgType, web
@@ -49,8 +49,15 @@ class VideoRateLimit:
 
 
 class FrameReader:
-    def __init__(self, ws: web.WebSocketResponse, ctx: ConnectionContext, outbox: Outbox, session: OpenSession,
-                 backlog: Backlog, shedding: VideoShedding) -> None:
+    def __init__(
+        self,
+        ws: web.WebSocketResponse,
+        ctx: ConnectionContext,
+        outbox: Outbox,
+        session: OpenSession,
+        backlog: Backlog,
+        shedding: VideoShedding,
+    ) -> None:
         self.ws, self.ctx, self.outbox, self.session = ws, ctx, outbox, session
         self.backlog, self.shedding = backlog, shedding
         self.limits = ctx.config.limits
@@ -62,8 +69,10 @@ class FrameReader:
         while not self.ws.closed and not self.outbox.closing:
             try:
                 msg = await self.ws.receive(timeout=self.limits.idle_timeout_s)
-            except asyncio.TimeoutError:
-                await self.outbox.fail(ErrorCode.RATE_LIMITED, f"idle for {self.limits.idle_timeout_s:.0f} s", CloseCode.POLICY)
+            except TimeoutError:
+                await self.outbox.fail(
+                    ErrorCode.RATE_LIMITED, f"idle for {self.limits.idle_timeout_s:.0f} s", CloseCode.POLICY
+                )
                 return
             if msg.type == WSMsgType.TEXT:
                 await self._on_text(msg.data)
@@ -103,14 +112,18 @@ class FrameReader:
             self.outbox.send_json({"type": "ack", "seq": self.session.acked_seq})
             return
         if frame.seq != self.last_received + 1:
-            self.outbox.send_error(ErrorCode.BAD_SEQ, f"expected seq {self.last_received + 1}, got {frame.seq}: "
-                                   "resend from acked_seq + 1 in order", frame.seq)
+            self.outbox.send_error(
+                ErrorCode.BAD_SEQ,
+                f"expected seq {self.last_received + 1}, got {frame.seq}: resend from acked_seq + 1 in order",
+                frame.seq,
+            )
             return
         self.last_received = frame.seq
         catch_up = self.session.catch_up_until_t is not None and frame.timestamp < self.session.catch_up_until_t
         if frame.kind == Kind.VIDEO and not self.video_rate.admit(frame.timestamp_us):
-            self.outbox.send_error(ErrorCode.RATE_LIMITED, f"video above {self.video_rate.fps:g} frames/s: frame skipped",
-                                   frame.seq)
+            self.outbox.send_error(
+                ErrorCode.RATE_LIMITED, f"video above {self.video_rate.fps:g} frames/s: frame skipped", frame.seq
+            )
             await self._enqueue(Pending(frame.seq, None, arrived, catch_up=catch_up))
             if self.video_rate.flooding:
                 await self.outbox.close(CloseCode.POLICY, "video frame flood beyond the announced rate")

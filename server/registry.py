@@ -1,4 +1,5 @@
 """The sessions live on this process, by id: one connection each (a resume takes over)."""
+
 from __future__ import annotations
 
 from vibescope.server.metrics import Metrics

@@ -12,11 +12,12 @@ Both judge the *live* backlog. Frames a client sends to catch up after a reconne
 and the media that came due while it was away: ``hello.catch_up_until_t``) are analysed like the
 originals, never skipped, and the time frames wait behind them does not count as lateness.
 """
+
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 Clock = Callable[[], float]  # seconds, monotonic
 
@@ -73,7 +74,10 @@ class VideoShedding:
         arrival time of the oldest live frame waiting for analysis (None: none waits)."""
         if self.catching_up:
             return False
-        if oldest_waiting_live is not None and self.clock() - self.live_since(oldest_waiting_live) > self.limits.shed_delay_s:
+        if (
+            oldest_waiting_live is not None
+            and self.clock() - self.live_since(oldest_waiting_live) > self.limits.shed_delay_s
+        ):
             return True
         self._skipped = self.thinning and not self._skipped
         return self._skipped

@@ -9,6 +9,7 @@ Ownership is a fencing token: a connection that resumes a session claims it, and
 connection that lost ownership fails with :class:`OwnershipLost`, so a stale worker (a partitioned
 process, an old socket) can never overwrite what the new owner acknowledged.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -70,8 +71,8 @@ class StateStore(ABC):
     @abstractmethod
     async def ping(self) -> bool: ...
 
-    async def close(self) -> None:
-        pass
+    async def close(self) -> None:  # noqa: B027 (optional: only stores holding connections override it)
+        """Release connections; the default has none to release."""
 
 
 def _stored_size(state: bytes, new_events: list[str], n_events: int) -> int:
@@ -109,8 +110,14 @@ class MemoryStateStore(StateStore):
     async def create(self, session_id: str, state: bytes, meta: dict[str, Any], owner: str) -> None:
         async with self._lock:
             self._sweep()
-            self._data[session_id] = {"state": state, "acked": 0, "meta": dict(meta), "owner": owner,
-                                      "events": [], "expires": time.monotonic() + self.ttl}
+            self._data[session_id] = {
+                "state": state,
+                "acked": 0,
+                "meta": dict(meta),
+                "owner": owner,
+                "events": [],
+                "expires": time.monotonic() + self.ttl,
+            }
 
     async def load(self, session_id: str) -> StoredSession | None:
         rec = self._live(session_id)
@@ -132,7 +139,7 @@ class MemoryStateStore(StateStore):
             if rec is None or rec["owner"] != owner:
                 raise OwnershipLost(session_id)
             rec["state"], rec["acked"] = state, acked_seq
-            rec["events"] = (rec["events"] + events)[-self.history:]
+            rec["events"] = (rec["events"] + events)[-self.history :]
             rec["expires"] = time.monotonic() + self.ttl
             return _stored_size(state, events, len(rec["events"]))
 
@@ -206,8 +213,9 @@ class RedisStateStore(StateStore):
         if not rec:
             return None
         owner = rec.get(b"owner")
-        return StoredSession(rec[b"state"], int(rec[b"acked"]), json.loads(rec[b"meta"]),
-                             owner.decode() if owner else None)
+        return StoredSession(
+            rec[b"state"], int(rec[b"acked"]), json.loads(rec[b"meta"]), owner.decode() if owner else None
+        )
 
     async def claim(self, session_id: str, owner: str) -> bool:
         hkey, _ = self._keys(session_id)

@@ -1,4 +1,5 @@
 """vibescope analyzer library: media in, results out (no sockets, no Redis)."""
+
 from __future__ import annotations
 
 import os

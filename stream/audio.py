@@ -1,4 +1,5 @@
 """Audio front-end measures on 16 kHz mono ticks: speech probability (silero-vad) and loudness."""
+
 from __future__ import annotations
 
 from functools import lru_cache
@@ -46,25 +47,25 @@ class SpeechDetector:
         return SpeechDetector.feed_many([self], [x])[0]
 
     @staticmethod
-    def feed_many(detectors: "list[SpeechDetector]", xs: list[np.ndarray]) -> list[list[float]]:
+    def feed_many(detectors: list[SpeechDetector], xs: list[np.ndarray]) -> list[list[float]]:
         """``feed`` for several streams at once: each 32 ms step is one ONNX call with a batch row
         (and an LSTM state row) per stream that has a window there. Same values as ``feed``."""
-        bufs = [np.concatenate([d._pending, np.asarray(x, np.float32)]) for d, x in zip(detectors, xs)]
+        bufs = [np.concatenate([d._pending, np.asarray(x, np.float32)]) for d, x in zip(detectors, xs, strict=False)]
         counts = [len(b) // SpeechDetector.WINDOW for b in bufs]
         probs: list[list[float]] = [[] for _ in detectors]
         session, w = _vad_session(), SpeechDetector.WINDOW
         sr = np.array(SAMPLE_RATE, dtype=np.int64)
         for j in range(max(counts, default=0)):
             live = [i for i, n in enumerate(counts) if n > j]
-            inp = np.stack([np.concatenate([detectors[i]._context[0], bufs[i][j * w:(j + 1) * w]]) for i in live])
+            inp = np.stack([np.concatenate([detectors[i]._context[0], bufs[i][j * w : (j + 1) * w]]) for i in live])
             state = np.concatenate([detectors[i]._state for i in live], axis=1)
             out, state = session.run(None, {"input": inp, "state": state, "sr": sr})
             for k, i in enumerate(live):
-                detectors[i]._state = state[:, k:k + 1].copy()
-                detectors[i]._context = inp[k:k + 1, -SpeechDetector.CONTEXT:].copy()
+                detectors[i]._state = state[:, k : k + 1].copy()
+                detectors[i]._context = inp[k : k + 1, -SpeechDetector.CONTEXT :].copy()
                 probs[i].append(float(out[k, 0]))
-        for d, b, n in zip(detectors, bufs, counts):
-            d._pending = b[n * w:].copy()
+        for d, b, n in zip(detectors, bufs, counts, strict=False):
+            d._pending = b[n * w :].copy()
         return probs
 
     def state_dict(self) -> dict[str, Any]:
@@ -80,4 +81,3 @@ def rms_dbfs(x: np.ndarray) -> float:
         return SILENCE_DBFS
     rms = float(np.sqrt(np.mean(np.square(x, dtype=np.float64))))
     return float(max(SILENCE_DBFS, 20.0 * np.log10(rms + 1e-12)))
-

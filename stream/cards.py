@@ -13,6 +13,7 @@ Every card starts with a front matter block of ``key: value`` lines between two 
 (``false``), or is a signal measure that has nothing to validate (``null``). The card text, and any
 measured number in it, lives in the card only; code reads it from there.
 """
+
 from __future__ import annotations
 
 import threading

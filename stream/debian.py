@@ -5,22 +5,36 @@ Some packages are **reserved for evaluation** (``RESERVED_FOR_EVALUATION``): tes
 from them so that measured results come from sources no model was trained or tuned on. Fetching
 one needs ``allow_reserved=True``, which only the builders of test sets pass.
 """
+
 from __future__ import annotations
 
 import os
 import shutil
 import subprocess
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 from vibescope.stream import cache_dir
 
-RESERVED_FOR_EVALUATION = frozenset({
-    "singularity-music", "planetblupi-music-ogg", "planetblupi-music-midi", "asc-music", "hyperrogue-music",
-    "fillets-ng-data-nl", "codec2-examples", "extremetuxracer-data", "xmoto-data", "lincity-ng-data",
-    "frozen-bubble-data", "pingus-data", "chromium-bsu-data", "asterisk-core-sounds-en-wav",
-    "asterisk-core-sounds-fr-wav",
-})
+RESERVED_FOR_EVALUATION = frozenset(
+    {
+        "singularity-music",
+        "planetblupi-music-ogg",
+        "planetblupi-music-midi",
+        "asc-music",
+        "hyperrogue-music",
+        "fillets-ng-data-nl",
+        "codec2-examples",
+        "extremetuxracer-data",
+        "xmoto-data",
+        "lincity-ng-data",
+        "frozen-bubble-data",
+        "pingus-data",
+        "chromium-bsu-data",
+        "asterisk-core-sounds-en-wav",
+        "asterisk-core-sounds-fr-wav",
+    }
+)
 
 
 class DataError(RuntimeError):

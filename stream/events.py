@@ -1,4 +1,5 @@
 """What the analyzer returns: the overlay event (the JSON on every surface) and a feed's result."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field

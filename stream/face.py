@@ -2,6 +2,7 @@
 package, run with onnxruntime). We load only its weights and do the pre/post-processing here in
 numpy: the package's own code imports OpenCV, which the product does not need.
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -48,7 +49,7 @@ def _session() -> ort.InferenceSession:
 def _anchors(width: int, height: int) -> np.ndarray:
     """(N, 4) anchors cx, cy, w, h normalised to the image, in the network's output order."""
     out = []
-    for stride, sizes in zip(_STRIDES, _SIZES):
+    for stride, sizes in zip(_STRIDES, _SIZES, strict=False):
         nx, ny = math.ceil(width / stride), math.ceil(height / stride)
         xx, yy = np.meshgrid(np.arange(nx), np.arange(ny))
         xy = (np.stack([xx.ravel(), yy.ravel()], axis=1) + 0.5) * stride / [width, height]
@@ -89,7 +90,7 @@ class FaceDetector:
         self.nms_threshold = nms_threshold
         self.max_side = max_side
 
-    def detect_all(self, image: "np.ndarray | Picture") -> list[FaceObservation]:
+    def detect_all(self, image: np.ndarray | Picture) -> list[FaceObservation]:
         """RGB uint8 (H, W, 3) or a :class:`~vibescope.stream.media.Picture` -> faces sorted by box area,
         largest first."""
         h, w = image_shape(image)
@@ -102,8 +103,9 @@ class FaceDetector:
         img = image if scale == 1.0 and isinstance(image, np.ndarray) else sample_rgb(image, ys, xs)
         return self._faces(img, (w, h), (0.0, 0.0), (w, h))
 
-    def detect_near(self, image: "np.ndarray | Picture", previous: FaceObservation, size: int = ROI_SIZE,
-                    grow: float = ROI_GROW) -> FaceObservation | None:
+    def detect_near(
+        self, image: np.ndarray | Picture, previous: FaceObservation, size: int = ROI_SIZE, grow: float = ROI_GROW
+    ) -> FaceObservation | None:
         """Tracking step: the largest face in a square region ``grow`` times the previous face's
         box, centred on it, sampled to ``size`` x ``size`` pixels (borders replicated), or None
         when the face is no longer there. About half the cost of ``detect`` on a 640x360 frame."""
@@ -117,8 +119,9 @@ class FaceDetector:
         faces = self._faces(sample_rgb(image, ys, xs), (side, side), (x0, y0), (w, h))
         return faces[0] if faces else None
 
-    def _faces(self, img: np.ndarray, span: tuple[float, float], origin: tuple[float, float],
-               frame_size: tuple[int, int]) -> list[FaceObservation]:
+    def _faces(
+        self, img: np.ndarray, span: tuple[float, float], origin: tuple[float, float], frame_size: tuple[int, int]
+    ) -> list[FaceObservation]:
         """The network on ``img``; boxes mapped back to frame pixels: ``origin + normalised * span``."""
         ih, iw = img.shape[:2]
         x = (img[..., ::-1].astype(np.float32) - _MEAN_BGR).transpose(2, 0, 1)[None]
@@ -138,16 +141,18 @@ class FaceDetector:
         faces = []
         for i in keep:
             x1, y1, x2, y2 = xyxy[i] * [sx, sy, sx, sy] + [ox, oy, ox, oy]
-            faces.append(FaceObservation(
-                score=float(conf[sel][i]),
-                box=(float(x1), float(y1), float(x2 - x1), float(y2 - y1)),
-                landmarks=[(float(px * sx + ox), float(py * sy + oy)) for px, py in lms[i]],
-                frame_size=frame_size,
-            ))
+            faces.append(
+                FaceObservation(
+                    score=float(conf[sel][i]),
+                    box=(float(x1), float(y1), float(x2 - x1), float(y2 - y1)),
+                    landmarks=[(float(px * sx + ox), float(py * sy + oy)) for px, py in lms[i]],
+                    frame_size=frame_size,
+                )
+            )
         faces.sort(key=lambda f: -f.box[2] * f.box[3])
         return faces
 
-    def detect(self, image: "np.ndarray | Picture") -> FaceObservation | None:
+    def detect(self, image: np.ndarray | Picture) -> FaceObservation | None:
         """The largest face in the frame (RGB array or Picture), or None when there is none."""
         faces = self.detect_all(image)
         return faces[0] if faces else None

@@ -5,11 +5,13 @@ models once per round (each session's j-th tick) for all of them, and every mode
 the CPU caches while it runs, where one session after the other would make the stages evict each
 other.
 """
+
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Protocol, Sequence
+from typing import Protocol
 
 from vibescope.stream.events import FeedResult
 from vibescope.stream.media import Chunk, MediaError
@@ -105,7 +107,7 @@ def _advance_stage(pos: int, live: list[_Request]) -> None:
         if not batch:
             continue
         pushed = push_batch([req.session.stages[pos] for req in batch], [req.ticks[j][0] for req in batch])
-        for req, out in zip(batch, pushed):
+        for req, out in zip(batch, pushed, strict=False):
             cause = req.ticks[j][1]
             if isinstance(out, Exception):
                 req.fail(cause, out)

@@ -5,6 +5,7 @@ Everything here that keeps state between calls (the resampler, the container dec
 process. That is why resampling is our own windowed-sinc filter (PyAV's libswresample context
 cannot be saved) while all codec and container work goes through PyAV.
 """
+
 from __future__ import annotations
 
 import io
@@ -37,11 +38,14 @@ class MediaError(ValueError):
 
 # --- PCM ---------------------------------------------------------------------------------------
 
+
 def pcm_to_float(payload: bytes, encoding: str, channels: int) -> np.ndarray:
     """Interleaved PCM bytes -> float32 mono, shape (n_samples,), range about [-1, 1]."""
     width = 2 if encoding == "pcm16" else 4
     if len(payload) % (width * channels):
-        raise MediaError(f"audio payload of {len(payload)} bytes is not a whole number of {channels}-channel {encoding} samples")
+        raise MediaError(
+            f"audio payload of {len(payload)} bytes is not a whole number of {channels}-channel {encoding} samples"
+        )
     if encoding == "pcm16":
         x = np.frombuffer(payload, dtype="<i2").astype(np.float32) / 32768.0
     elif encoding == "f32":
@@ -61,6 +65,7 @@ def float_to_pcm16(x: np.ndarray) -> bytes:
 
 
 # --- resampling --------------------------------------------------------------------------------
+
 
 class Resampler:
     """Streaming rational resampler (Kaiser-windowed sinc), any rate -> ``SAMPLE_RATE``.
@@ -139,8 +144,13 @@ class Resampler:
         return y.astype(np.float32)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"rate_in": self.rate_in, "buf": self._buf.copy(), "buf_start": self._buf_start,
-                "n_in": self._n_in, "n_out": self._n_out}
+        return {
+            "rate_in": self.rate_in,
+            "buf": self._buf.copy(),
+            "buf_start": self._buf_start,
+            "n_in": self._n_in,
+            "n_out": self._n_out,
+        }
 
     def load_state_dict(self, s: dict[str, Any]) -> None:
         if s["rate_in"] != self.rate_in:
@@ -154,7 +164,7 @@ class Resampler:
 _decoders = threading.local()  # per analysis thread: one still-image decoder per codec
 
 
-def _image_decoder(codec: str) -> "av.CodecContext":
+def _image_decoder(codec: str) -> av.CodecContext:
     ctx = getattr(_decoders, codec, None)
     if ctx is None:
         ctx = av.CodecContext.create(codec, "r")
@@ -176,8 +186,8 @@ class Picture:
     is refused when it arrives. Pickles as its RGB pixels.
     """
 
-    def __init__(self, frame: "av.VideoFrame", short_side: int = 360) -> None:
-        self._frame: "av.VideoFrame | None" = frame
+    def __init__(self, frame: av.VideoFrame, short_side: int = 360) -> None:
+        self._frame: av.VideoFrame | None = frame
         self._short_side = short_side
         self._rgb: np.ndarray | None = None
         self._planes: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
@@ -201,7 +211,9 @@ class Picture:
                 return None
             planes = []
             for plane in f.planes[:3]:
-                a = np.frombuffer(plane, np.uint8, count=plane.height * plane.line_size).reshape(plane.height, plane.line_size)[:, :plane.width]
+                a = np.frombuffer(plane, np.uint8, count=plane.height * plane.line_size).reshape(
+                    plane.height, plane.line_size
+                )[:, : plane.width]
                 planes.append(a)
             self._planes = (planes[0], planes[1], planes[2])
         return self._planes
@@ -227,14 +239,19 @@ class Picture:
         return yuv[0][y0:y1, x0:x1].astype(np.float32)
 
     def __getstate__(self) -> dict:
-        return {"_frame": None, "_short_side": self._short_side, "_rgb": self.rgb(), "_planes": None,
-                "shape": self.shape}
+        return {
+            "_frame": None,
+            "_short_side": self._short_side,
+            "_rgb": self.rgb(),
+            "_planes": None,
+            "shape": self.shape,
+        }
 
 
 _FULL_RANGE_YUV = ("yuvj420p", "yuvj422p", "yuvj444p")
 
 
-def _scaled_size(frame: "av.VideoFrame", scale: float) -> tuple[int, int]:
+def _scaled_size(frame: av.VideoFrame, scale: float) -> tuple[int, int]:
     return max(2, int(round(frame.width * scale))), max(2, int(round(frame.height * scale)))
 
 
@@ -244,17 +261,17 @@ def rgb_to_luma(rgb: np.ndarray) -> np.ndarray:
     return rgb[..., 0] * np.float32(0.299) + rgb[..., 1] * np.float32(0.587) + rgb[..., 2] * np.float32(0.114)
 
 
-def image_shape(image: "np.ndarray | Picture") -> tuple[int, int]:
+def image_shape(image: np.ndarray | Picture) -> tuple[int, int]:
     """(height, width) of an RGB array or a :class:`Picture`."""
     return image.shape[:2] if isinstance(image, np.ndarray) else image.shape
 
 
-def sample_rgb(image: "np.ndarray | Picture", ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
+def sample_rgb(image: np.ndarray | Picture, ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
     """RGB uint8 (len(ys), len(xs), 3) at rows ``ys`` × columns ``xs`` (nearest-pixel sampling)."""
     return image[ys][:, xs] if isinstance(image, np.ndarray) else image.sample_rgb(ys, xs)
 
 
-def luma(image: "np.ndarray | Picture", y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
+def luma(image: np.ndarray | Picture, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
     """Gray levels float32 of the region [y0, y1) × [x0, x1) of an RGB array or a Picture."""
     return rgb_to_luma(image[y0:y1, x0:x1]) if isinstance(image, np.ndarray) else image.luma(y0, y1, x0, x1)
 
@@ -296,7 +313,7 @@ def _image_codec(payload: bytes) -> str:
     return {"jpeg": "mjpeg", "webp": "webp"}[kind]
 
 
-def frame_to_rgb(frame: "av.VideoFrame", short_side: int = 360) -> np.ndarray:
+def frame_to_rgb(frame: av.VideoFrame, short_side: int = 360) -> np.ndarray:
     scale = min(1.0, short_side / max(1, min(frame.width, frame.height)))
     if scale == 1.0:
         return frame.to_ndarray(format="rgb24")
@@ -313,12 +330,15 @@ def encode_jpeg(rgb: np.ndarray, quality: int = 80) -> bytes:
     ctx.time_base = Fraction(1, 25)
     ctx.options = {"qscale": str(max(2, min(31, (100 - quality) // 3 + 2)))}
     ctx.flags |= av.codec.context.Flags.qscale
-    frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb[: ctx.height, : ctx.width]), format="rgb24").reformat(format="yuvj420p")
+    frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb[: ctx.height, : ctx.width]), format="rgb24").reformat(
+        format="yuvj420p"
+    )
     packets = list(ctx.encode(frame)) + list(ctx.encode(None))
     return b"".join(bytes(p) for p in packets)
 
 
 # --- containers --------------------------------------------------------------------------------
+
 
 @dataclass
 class DecodedMedia:
@@ -361,7 +381,7 @@ class ContainerDecoder:
             if not starts:
                 self.header, self.tail = chunk, b""
             else:
-                self.header, self.tail = chunk[:starts[0]], chunk[starts[0]:]
+                self.header, self.tail = chunk[: starts[0]], chunk[starts[0] :]
         else:
             self.tail += chunk
         if len(self.tail) > self.MAX_TAIL:
@@ -381,8 +401,10 @@ class ContainerDecoder:
         except (av.FFmpegError, ValueError, OSError) as exc:
             if len(data) < self.MAX_UNOPENED and not final:
                 return out  # the header may not be complete yet
-            raise MediaError(f"cannot open container ({exc}); WebM or fragmented MP4 as MediaRecorder "
-                             "writes them can be streamed, an MP4 with its index at the end cannot") from None
+            raise MediaError(
+                f"cannot open container ({exc}); WebM or fragmented MP4 as MediaRecorder "
+                "writes them can be streamed, an MP4 with its index at the end cannot"
+            ) from None
         with container:
             streams = [s for s in container.streams if s.type in ("audio", "video")]
             packets: dict[int, list[Any]] = {s.index: [] for s in streams}
@@ -440,11 +462,16 @@ class ContainerDecoder:
         # the previous fragment stays decodable, and its decoder warms up on what precedes it.
         bounds = _boundaries(self.tail)
         if len(bounds) >= 2 and bounds[-2] > 0:
-            self.tail = self.tail[bounds[-2]:]
+            self.tail = self.tail[bounds[-2] :]
 
     def state_dict(self) -> dict[str, Any]:
-        return {"header": self.header, "tail": self.tail, "audio_done_until": self.audio_done_until,
-                "video_done_until": self.video_done_until, "audio_rate": self.audio_rate}
+        return {
+            "header": self.header,
+            "tail": self.tail,
+            "audio_done_until": self.audio_done_until,
+            "video_done_until": self.video_done_until,
+            "audio_rate": self.audio_rate,
+        }
 
     def load_state_dict(self, s: dict[str, Any]) -> None:
         self.header, self.tail = s["header"], s["tail"]

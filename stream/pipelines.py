@@ -1,7 +1,9 @@
 """The stage chains a session can run, by name (the name is saved with the session)."""
+
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from vibescope.stream.stage import Stage
 

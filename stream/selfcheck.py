@@ -1,5 +1,6 @@
 """Every streamer's own check (DESIGN.md §5): lag, stride, real-time factor, and the relative
 difference between streaming (several random chunkings) and offline output."""
+
 from __future__ import annotations
 
 import importlib

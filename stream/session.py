@@ -6,6 +6,7 @@ session's stage chain (:mod:`vibescope.stream.pipelines`). A video-only stream c
 the video timestamps instead. Every event carries media time, never wall time, so the same media
 gives the same events wherever it is analysed.
 """
+
 from __future__ import annotations
 
 import pickle
@@ -17,7 +18,16 @@ import numpy as np
 
 from vibescope.stream.events import FeedResult, OverlayEvent
 from vibescope.stream.lockstep import feed_many
-from vibescope.stream.media import Chunk, ContainerDecoder, MediaError, Picture, Resampler, decode_picture, encode_jpeg, pcm_to_float
+from vibescope.stream.media import (
+    Chunk,
+    ContainerDecoder,
+    MediaError,
+    Picture,
+    Resampler,
+    decode_picture,
+    encode_jpeg,
+    pcm_to_float,
+)
 from vibescope.stream.pipelines import build
 from vibescope.stream.stage import Stage, Tick
 from vibescope.stream.timebase import SAMPLE_RATE, TICK_SAMPLES, TICK_SECONDS
@@ -138,16 +148,19 @@ class Session:
         n = len(self._audio) // TICK_SAMPLES
         ticks = []
         for i in range(n):
-            ticks.append(self._make_tick(self._audio[i * TICK_SAMPLES:(i + 1) * TICK_SAMPLES].copy()))
-        self._audio = self._audio[n * TICK_SAMPLES:].copy()
+            ticks.append(self._make_tick(self._audio[i * TICK_SAMPLES : (i + 1) * TICK_SAMPLES].copy()))
+        self._audio = self._audio[n * TICK_SAMPLES :].copy()
         return ticks
 
-    def _add_frame(self, t: float, payload: bytes | None, image: "np.ndarray | Picture") -> list[Tick]:
+    def _add_frame(self, t: float, payload: bytes | None, image: np.ndarray | Picture) -> list[Tick]:
         self.video_seen = True
         self.video_frames += 1
         index = max(int(np.floor(t / TICK_SECONDS + 1e-9)), self._next_tick)  # late frames join the open tick
         if self.config.has_audio and index > self._next_tick + self.MAX_VIDEO_LEAD_TICKS:
-            raise MediaError(f"video frame at {t:.2f} s is more than {self.MAX_VIDEO_LEAD_TICKS * TICK_SECONDS:.0f} s ahead of the audio")
+            raise MediaError(
+                f"video frame at {t:.2f} s is more than "
+                f"{self.MAX_VIDEO_LEAD_TICKS * TICK_SECONDS:.0f} s ahead of the audio"
+            )
         self._frames[index] = (t, payload, image)
         if not self.config.has_audio:
             return self._close_ticks_until(index)
@@ -202,7 +215,9 @@ class Session:
     # --- state -----------------------------------------------------------------------------
 
     def state_dict(self) -> dict[str, Any]:
-        frames = {i: (t, payload, None if payload is not None else rgb) for i, (t, payload, rgb) in self._frames.items()}
+        frames = {
+            i: (t, payload, None if payload is not None else rgb) for i, (t, payload, rgb) in self._frames.items()
+        }
         return {
             "version": STATE_VERSION,
             "config": self.config,
@@ -240,14 +255,14 @@ class Session:
         names = [n for n, _ in s["stages"]]
         if names != [stage.name for stage in self.stages]:
             raise ValueError(f"saved stages {names} differ from this pipeline's")
-        for stage, (_, st) in zip(self.stages, s["stages"]):
+        for stage, (_, st) in zip(self.stages, s["stages"], strict=False):
             stage.load_state_dict(st)
 
     def to_bytes(self) -> bytes:
         return pickle.dumps(self.state_dict(), protocol=5)
 
     @classmethod
-    def from_bytes(cls, data: bytes) -> "Session":
+    def from_bytes(cls, data: bytes) -> Session:
         # pickle: the state store is trusted infrastructure (docs/operations.md)
         state = pickle.loads(data)
         session = cls(state["config"])

@@ -3,9 +3,11 @@
 Speech probability (silero-vad), loudness (RMS of the tick) and face presence (RetinaFace) per
 tick; the later stages read what it writes (``tick.fields``, ``tick.face``).
 """
+
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -56,7 +58,7 @@ class SignalStage:
         return single(SignalStage.push_batch([self], [tick]))
 
     @staticmethod
-    def push_batch(stages: Sequence["SignalStage"], ticks: Sequence[Tick]) -> list[list[Tick] | Exception]:
+    def push_batch(stages: Sequence[SignalStage], ticks: Sequence[Tick]) -> list[list[Tick] | Exception]:
         """One tick per session; silero-vad runs once per 32 ms window for all of them."""
         with_audio = [i for i, tick in enumerate(ticks) if tick.audio is not None]
         try:
@@ -64,7 +66,7 @@ class SignalStage:
         except Exception as exc:
             return [exc] * len(stages)
         probs: list[list[float] | None] = [None] * len(stages)
-        for i, p in zip(with_audio, found):
+        for i, p in zip(with_audio, found, strict=False):
             probs[i] = p
         return apply_each(SignalStage._finish_tick, stages, ticks, probs)
 
@@ -80,14 +82,16 @@ class SignalStage:
                 self._face = self._track_face(tick.frame, tick.frame_t)
                 self._face_t = tick.frame_t
             tick.face = self._face
-            tick.fields["face"] = {"present": tick.face is not None,
-                                   "score": None if tick.face is None else round(tick.face.score, 3)}
+            tick.fields["face"] = {
+                "present": tick.face is not None,
+                "score": None if tick.face is None else round(tick.face.score, 3),
+            }
             tick.models["face"] = FaceDetector.model_id
         elif tick.video_seen:
             tick.fields["face"] = {"present": None, "score": None}  # no frame in this tick
         return [tick]
 
-    def _track_face(self, frame: "np.ndarray | Picture", t: float) -> FaceObservation | None:
+    def _track_face(self, frame: np.ndarray | Picture, t: float) -> FaceObservation | None:
         face = None
         if self._face is not None and self._full_t is not None and t - self._full_t < self.FULL_INTERVAL_S - 1e-6:
             face = self._detector.detect_near(frame, self._face)

@@ -2,17 +2,17 @@
 and `vibescope analyze` feeds): PCM16 16 kHz mono audio chunks of ~100 ms and JPEG frames at a
 fixed rate, interleaved in media-time order.
 """
+
 from __future__ import annotations
 
 import heapq
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import av
 import numpy as np
 
-from vibescope.stream.media import Chunk
-from vibescope.stream.media import MediaError, encode_jpeg, frame_to_rgb
+from vibescope.stream.media import Chunk, MediaError, encode_jpeg, frame_to_rgb
 from vibescope.stream.timebase import SAMPLE_RATE, TICK_SAMPLES
 
 
@@ -97,7 +97,11 @@ def looped(chunks: list[Chunk], seconds: float) -> list[Chunk]:
     if not chunks:
         return []
     audio = [c for c in chunks if c.kind == "audio"]
-    length = (max(c.t for c in audio) + len(audio[-1].payload) / 2 / SAMPLE_RATE) if audio else max(c.t for c in chunks) + 0.1
+    length = (
+        (max(c.t for c in audio) + len(audio[-1].payload) / 2 / SAMPLE_RATE)
+        if audio
+        else max(c.t for c in chunks) + 0.1
+    )
     out: list[Chunk] = []
     k = 0
     while k * length < seconds - 1e-9:

@@ -15,10 +15,12 @@ it raised, see :func:`apply_each`). :func:`vibescope.stream.lockstep.feed_many` 
 stage's models once for all the sessions a server process analyses in the same round; ``push`` is
 then ``single(Cls.push_batch([self], [tick]))``, so one code path serves both.
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Protocol, Sequence
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -81,7 +83,7 @@ def apply_each(fn: Callable[..., list[Tick]], *columns: Sequence[Any]) -> list[l
     """``fn(*row)`` for every row of the columns, for a stage's ``push_batch``: an exception is
     kept in its row's slot, so one session's failure never touches the others'."""
     out: list[list[Tick] | Exception] = []
-    for row in zip(*columns):
+    for row in zip(*columns, strict=False):
         try:
             out.append(fn(*row))
         except Exception as exc:

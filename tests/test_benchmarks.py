@@ -1,4 +1,5 @@
 """The benchmarks the README's numbers come from still run and print what the README reads."""
+
 from __future__ import annotations
 
 import json
@@ -23,13 +24,40 @@ def test_host_reference_times_the_per_image_models() -> None:
 
 def test_sessions_benchmark_prints_the_readme_columns() -> None:
     out = subprocess.run(
-        [sys.executable, "benchmarks/sessions.py", "--pipeline", "base", "--sessions", "2", "--seconds", "2",
-         "--redis", "", "--workers", "1"],
-        cwd=ROOT, capture_output=True, text=True, timeout=300, check=True,
+        [
+            sys.executable,
+            "benchmarks/sessions.py",
+            "--pipeline",
+            "base",
+            "--sessions",
+            "2",
+            "--seconds",
+            "2",
+            "--redis",
+            "",
+            "--workers",
+            "1",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
     ).stdout
     row = json.loads(out.strip().splitlines()[-1])
-    for key in ("sessions", "seconds", "p50_ms", "p95_ms", "p99_ms", "dropped_audio_chunks", "dropped_video_frames",
-                "cpu_per_session", "rss_mb_per_session", "redis_kb_per_session", "sessions_per_round"):
+    for key in (
+        "sessions",
+        "seconds",
+        "p50_ms",
+        "p95_ms",
+        "p99_ms",
+        "dropped_audio_chunks",
+        "dropped_video_frames",
+        "cpu_per_session",
+        "rss_mb_per_session",
+        "redis_kb_per_session",
+        "sessions_per_round",
+    ):
         assert key in row, key
     assert row["sessions"] == 2
     assert row["dropped_audio_chunks"] == 0  # 2 sessions of signal measures are far below capacity
@@ -52,8 +80,20 @@ def test_separator_benchmark_measures_each_checkpoint_in_one_run(tmp_path) -> No
     plain["model_id"] = "plain-probe"
     torch.save(plain, tmp_path / "plain.pt")
     out = subprocess.run(
-        [sys.executable, "benchmarks/separator.py", "--seconds", "1", "--checkpoint", str(tmp_path / "plain.pt"), str(shipped)],
-        cwd=ROOT, capture_output=True, text=True, timeout=300, check=True,
+        [
+            sys.executable,
+            "benchmarks/separator.py",
+            "--seconds",
+            "1",
+            "--checkpoint",
+            str(tmp_path / "plain.pt"),
+            str(shipped),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
     ).stdout
     rows = [json.loads(line) for line in out.strip().splitlines()[-2:]]
     assert [r["lag_ms"] for r in rows] == [32.0, 32.0 + 16.0 * shipped_lookahead]

@@ -1,4 +1,5 @@
 """The `vibescope` command line as a user runs it."""
+
 from __future__ import annotations
 
 import json
@@ -13,11 +14,14 @@ from conftest import ROOT, free_port
 
 
 def vibescope(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "vibescope", *args], cwd=ROOT, capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "vibescope", *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout
+    )
 
 
-@pytest.mark.parametrize("command", [[], ["serve"], ["push"], ["analyze"], ["selfcheck"], ["data"], ["train"], ["eval"]])
+@pytest.mark.parametrize(
+    "command", [[], ["serve"], ["push"], ["analyze"], ["selfcheck"], ["data"], ["train"], ["eval"]]
+)
 def test_every_command_has_help(command):
     out = vibescope(*command, "--help")
     assert out.returncode == 0 and "usage: vibescope" in out.stdout
@@ -34,8 +38,14 @@ def test_missing_and_non_media_files_exit_3_with_a_clear_message(command, tmp_pa
 
 
 def test_push_to_an_unreachable_server_gives_up_with_exit_4():
-    out = vibescope("push", str(pyfeat_file("single_face.mp4")), "--url", f"ws://127.0.0.1:{free_port()}/v1/stream",
-                    "--give-up-after", "1.5")
+    out = vibescope(
+        "push",
+        str(pyfeat_file("single_face.mp4")),
+        "--url",
+        f"ws://127.0.0.1:{free_port()}/v1/stream",
+        "--give-up-after",
+        "1.5",
+    )
     assert out.returncode == 4 and "gave up" in out.stderr
 
 
@@ -55,6 +65,7 @@ def test_push_and_analyze_print_the_same_events(server):
         for e in evs:
             e.pop("latency_ms")
         return evs
+
     assert events(pushed.stdout) == events(offline.stdout)
     assert len(events(offline.stdout)) == 25
 
@@ -87,10 +98,15 @@ def test_push_save_ost_gets_the_stem_analyze_writes(server, tmp_path):
     clip = str(pyfeat_file("single_face.mp4"))
     stems = tmp_path / "stems"
     offline = vibescope("analyze", clip, "--jsonl", "--stems", str(stems))
-    pushed = vibescope("push", clip, "--url", server.url, "--jsonl", "--speed", "max", "--save-ost", str(tmp_path / "ost.wav"))
+    pushed = vibescope(
+        "push", clip, "--url", server.url, "--jsonl", "--speed", "max", "--save-ost", str(tmp_path / "ost.wav")
+    )
     assert offline.returncode == 0 and pushed.returncode == 0, offline.stderr + pushed.stderr
-    (ost, sr), (music, _), (sent, _) = (read_wav(stems / "ost.wav"), read_wav(stems / "music.wav"),
-                                        read_wav(tmp_path / "ost.wav"))
+    (ost, sr), (music, _), (sent, _) = (
+        read_wav(stems / "ost.wav"),
+        read_wav(stems / "music.wav"),
+        read_wav(tmp_path / "ost.wav"),
+    )
     audio = np.concatenate([np.frombuffer(c.payload, "<i2") for c in iter_chunks(clip) if c.kind == "audio"]) / 32768
     assert sr == 16000 and len(ost) == len(music) == len(sent) and abs(len(ost) - len(audio)) < 1600
     np.testing.assert_array_equal(sent, ost)

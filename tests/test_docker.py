@@ -1,4 +1,5 @@
 """docker/ cannot run here (no engine): check what can be checked by reading it."""
+
 from __future__ import annotations
 
 import re
@@ -53,15 +54,15 @@ def test_proxy_routes_a_session_to_one_replica_and_upgrades_websockets():
 
 
 def test_dockerfile_installs_what_make_run_installs():
-    steps = [l.strip() for l in (DOCKER / "Dockerfile").read_text().splitlines() if l.startswith("RUN")]
+    steps = [line.strip() for line in (DOCKER / "Dockerfile").read_text().splitlines() if line.startswith("RUN")]
     assert any(re.match(r"RUN make install\b", s) for s in steps)
     makefile = (ROOT / "Makefile").read_text()
     assert re.search(r"^run: \$\(VENV\)/\.installed$", makefile, re.M)
     assert re.search(r"^install: \$\(VENV\)/\.installed$", makefile, re.M)
-    cmd = [l for l in (DOCKER / "Dockerfile").read_text().splitlines() if l.startswith("CMD")][-1]
+    cmd = [line for line in (DOCKER / "Dockerfile").read_text().splitlines() if line.startswith("CMD")][-1]
     assert "vibescope" in cmd and "serve" in cmd
-    copied = " ".join(l for l in (DOCKER / "Dockerfile").read_text().splitlines() if l.startswith("COPY"))
-    for needed in ("pyproject.toml", "requirements-nodeps.txt", "Makefile", "server", "stream", "models"):
+    copied = " ".join(line for line in (DOCKER / "Dockerfile").read_text().splitlines() if line.startswith("COPY"))
+    for needed in ("pyproject.toml", "requirements-nodeps.txt", "Makefile", "vibescope", "server", "stream", "models"):
         assert needed in copied
 
 

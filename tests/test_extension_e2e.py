@@ -9,6 +9,7 @@ restarted on the same port: the extension must reconnect and resume the same ses
 Chromium's `--allowlisted-extension-id` switch stands in for the user's click on the action (a
 test cannot make a user gesture); everything after getMediaStreamId is the real capture path.
 """
+
 from __future__ import annotations
 
 import http.server
@@ -51,7 +52,9 @@ def chromium() -> str:
     if Path(CHROMIUM).exists():
         return CHROMIUM
     if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-        pytest.fail(f"{CHROMIUM} is missing under CI: `make test` installs Debian's chromium (apt-get install -y chromium)")
+        pytest.fail(
+            f"{CHROMIUM} is missing under CI: `make test` installs Debian's chromium (apt-get install -y chromium)"
+        )
     pytest.skip(f"{CHROMIUM} is not installed (apt-get install -y chromium); not under CI, so skipping")
 
 
@@ -106,7 +109,7 @@ def make_clip(path: Path, seconds: float = 6.0, fps: int = 15, rate: int = 48000
         audio = (0.12 * audio / np.abs(audio).max() * 2).astype(np.float32)
         stereo = np.stack([audio, audio])
         for k in range(0, n, 960):
-            chunk = np.ascontiguousarray(stereo[:, k:k + 960])
+            chunk = np.ascontiguousarray(stereo[:, k : k + 960])
             af = av.AudioFrame.from_ndarray(chunk, format="fltp", layout="stereo")
             af.sample_rate = rate
             af.pts = k
@@ -120,15 +123,18 @@ def make_clip(path: Path, seconds: float = 6.0, fps: int = 15, rate: int = 48000
 
 PAGE = """<!doctype html><meta charset="utf-8"><title>vibescope e2e page</title>
 <link rel="stylesheet" href="page.css">
-<div class="wrap"><video id="clip" src="clip.webm" autoplay loop playsinline controls width="640" height="360"></video></div>
+<div class="wrap"><video id="clip" src="clip.webm" autoplay loop playsinline controls
+ width="640" height="360"></video></div>
 """
 PAGE_CSS = """body{margin:0;background:#111;color:#ddd;font:14px sans-serif} .wrap{padding:24px}
 /* hostile page CSS: the overlay's shadow root must not be affected */
 div{font-size:40px !important;color:red !important} span,button{display:none !important}
 """
 # As strict as big video sites: no inline style or script, connections to the page's origin only.
-PAGE_CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; connect-src 'self'; media-src 'self' blob:; "
-            "worker-src 'self'; require-trusted-types-for 'script'; trusted-types default")
+PAGE_CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; connect-src 'self'; media-src 'self' blob:; "
+    "worker-src 'self'; require-trusted-types-for 'script'; trusted-types default"
+)
 
 
 @pytest.fixture(scope="module")
@@ -182,15 +188,23 @@ def counter(metrics: dict[str, float], name: str, **labels: str) -> float:
 def launch(pw, chromium: str, profile: Path, allowlist: bool = True):
     """Chromium with the unpacked extension, headless new mode (shared/BROWSER.md recipe)."""
     args = [
-        "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync",
-        f"--disable-extensions-except={EXTENSION}", f"--load-extension={EXTENSION}",
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--disable-extensions-except={EXTENSION}",
+        f"--load-extension={EXTENSION}",
         "--autoplay-policy=no-user-gesture-required",
     ]
     if allowlist:
         args.append(f"--allowlisted-extension-id={extension_id()}")
-    return pw.chromium.launch_persistent_context(str(profile), executable_path=chromium, headless=False,
-                                                 viewport={"width": 1000, "height": 520}, args=args)
+    return pw.chromium.launch_persistent_context(
+        str(profile), executable_path=chromium, headless=False, viewport={"width": 1000, "height": 520}, args=args
+    )
 
 
 def only_tab(ctx, page, worker) -> int:
@@ -208,7 +222,9 @@ def service_worker(ctx):
     return ctx.service_workers[0] if ctx.service_workers else ctx.wait_for_event("serviceworker", timeout=15000)
 
 
-def test_extension_streams_a_tab_shows_the_overlay_and_resumes_after_a_server_crash(chromium, site, redis_url, redis_prefix, tmp_path):
+def test_extension_streams_a_tab_shows_the_overlay_and_resumes_after_a_server_crash(
+    chromium, site, redis_url, redis_prefix, tmp_path
+):
     from playwright.sync_api import sync_playwright
 
     ext_id = extension_id()
@@ -221,7 +237,9 @@ def test_extension_streams_a_tab_shows_the_overlay_and_resumes_after_a_server_cr
             ctx = launch(pw, chromium, profile)
             try:
                 worker = service_worker(ctx)
-                assert worker.url == f"chrome-extension://{ext_id}/background.js", "the manifest key fixes the extension id"
+                assert worker.url == f"chrome-extension://{ext_id}/background.js", (
+                    "the manifest key fixes the extension id"
+                )
 
                 # --- options page: point the extension at the server, test the connection ---------
                 options = ctx.new_page()
@@ -232,14 +250,22 @@ def test_extension_streams_a_tab_shows_the_overlay_and_resumes_after_a_server_cr
                 options.locator("#result.ok").wait_for(timeout=5000)
                 options.click("#test")
                 result = options.locator("#result")
-                wait_for(lambda: "Connected" in result.inner_text() or "Could not" in result.inner_text(), 15, "test connection")
-                assert "Connected to ws://127.0.0.1:%d/v1/stream" % port in result.inner_text(), result.inner_text()
+                wait_for(
+                    lambda: "Connected" in result.inner_text() or "Could not" in result.inner_text(),
+                    15,
+                    "test connection",
+                )
+                assert f"Connected to ws://127.0.0.1:{port}/v1/stream" in result.inner_text(), result.inner_text()
                 options.close()
 
                 # --- the video page -----------------------------------------------------------------
                 page = ctx.new_page()
                 page.goto(site)
-                wait_for(lambda: page.evaluate("document.getElementById('clip').currentTime > 0.3"), 15, "the page's video to play")
+                wait_for(
+                    lambda: page.evaluate("document.getElementById('clip').currentTime > 0.3"),
+                    15,
+                    "the page's video to play",
+                )
                 tab_id = only_tab(ctx, page, worker)
 
                 # --- start, as the toolbar action does ----------------------------------------------
@@ -247,15 +273,26 @@ def test_extension_streams_a_tab_shows_the_overlay_and_resumes_after_a_server_cr
                 assert started == {"ok": True, "mode": "tab"}, started
 
                 # frames and audio reach the server (its own counters)
-                m = wait_for(lambda: (lambda m: m if counter(m, "vibescope_frames_total", kind="audio") >= 20
-                                      and counter(m, "vibescope_frames_total", kind="video") >= 10
-                                      and counter(m, "vibescope_events_total") >= 10 else None)(srv.metrics()),
-                             30, "audio, video and events counted by the server")
+                m = wait_for(
+                    lambda: (
+                        lambda m: (
+                            m
+                            if counter(m, "vibescope_frames_total", kind="audio") >= 20
+                            and counter(m, "vibescope_frames_total", kind="video") >= 10
+                            and counter(m, "vibescope_events_total") >= 10
+                            else None
+                        )
+                    )(srv.metrics()),
+                    30,
+                    "audio, video and events counted by the server",
+                )
                 assert counter(m, "vibescope_sessions_active") == 1
 
                 # overlay events come back and the overlay's DOM shows them
                 page.locator("#vs-panel").wait_for(timeout=10000)
-                wait_for(lambda: int(page.locator("#vs-time").get_attribute("data-events") or 0) >= 10, 20, "overlay updates")
+                wait_for(
+                    lambda: int(page.locator("#vs-time").get_attribute("data-events") or 0) >= 10, 20, "overlay updates"
+                )
                 assert page.locator("#vs-conn").get_attribute("data-state") == "live"
                 assert re.search(r"media t = \d+\.\d s", page.locator("#vs-time").inner_text())
                 music_text = page.locator("#vs-music-state").inner_text()
@@ -270,38 +307,77 @@ def test_extension_streams_a_tab_shows_the_overlay_and_resumes_after_a_server_cr
                 point_visible = page.locator("#vs-va-point").get_attribute("visibility") == "visible"
                 last_has_va = page.evaluate(
                     "() => { const h = document.getElementById('vibescope-overlay-host');"
-                    " return h.shadowRoot.getElementById('vs-valence').textContent !== 'V —'; }")
+                    " return h.shadowRoot.getElementById('vs-valence').textContent !== 'V —'; }"
+                )
                 assert point_visible == last_has_va
                 if not last_has_va:
                     assert "not available" in page.locator("#vs-va-words").inner_text()
                 # styled despite the page's CSP (no inline styles), and page CSS does not reach into
                 # the shadow root (the page hides all spans and buttons)
-                assert page.evaluate("getComputedStyle(document.getElementById('vibescope-overlay-host').shadowRoot"
-                                     ".getElementById('vs-panel')).position") == "fixed"
+                assert (
+                    page.evaluate(
+                        "getComputedStyle(document.getElementById('vibescope-overlay-host').shadowRoot"
+                        ".getElementById('vs-panel')).position"
+                    )
+                    == "fixed"
+                )
                 assert page.locator("#vs-collapse").is_visible()
-                assert page.evaluate("getComputedStyle(document.getElementById('vibescope-overlay-host').shadowRoot"
-                                     ".getElementById('vs-conn')).display") != "none"
+                assert (
+                    page.evaluate(
+                        "getComputedStyle(document.getElementById('vibescope-overlay-host').shadowRoot"
+                        ".getElementById('vs-conn')).display"
+                    )
+                    != "none"
+                )
 
                 # the tab stays audible: offscreen audio is routed to the speakers and carries sound,
                 # and the page's own video keeps playing
                 cap = status["offscreen"]["capture"]
                 assert cap["routedToDestination"] is True
                 assert cap["audioContextState"] == "running"
-                wait_for(lambda: (worker.evaluate("() => vibescope.status()")["offscreen"]["capture"]["playbackRms"] or 0) > 0.005,
-                         10, "tab audio on the playback path")
+                wait_for(
+                    lambda: (
+                        (worker.evaluate("() => vibescope.status()")["offscreen"]["capture"]["playbackRms"] or 0)
+                        > 0.005
+                    ),
+                    10,
+                    "tab audio on the playback path",
+                )
                 t0 = page.evaluate("document.getElementById('clip').currentTime")
-                wait_for(lambda: page.evaluate("document.getElementById('clip').currentTime") != t0, 5, "video time advancing")
-                assert page.evaluate("(() => { const v = document.getElementById('clip'); return !v.paused && !v.muted; })()")
+                wait_for(
+                    lambda: page.evaluate("document.getElementById('clip').currentTime") != t0,
+                    5,
+                    "video time advancing",
+                )
+                assert page.evaluate(
+                    "(() => { const v = document.getElementById('clip'); return !v.paused && !v.muted; })()"
+                )
                 assert cap["audioFrames"] > 0 and cap["inputRms"] > 0.005, cap
 
                 # what the server analysed is the page's content: the music's level, the face in the video
-                last = lambda: worker.evaluate("() => vibescope.status()")["offscreen"]["transport"]["lastEvent"]
-                wait_for(lambda: ((last().get("loudness") or {}).get("dbfs") or -200) > -40, 10, "the clip's level in the server's events")
-                wait_for(lambda: (last().get("face") or {}).get("present") is True, 15, "the face in the video found by the server")
+                def last():
+                    return worker.evaluate("() => vibescope.status()")["offscreen"]["transport"]["lastEvent"]
+
+                wait_for(
+                    lambda: ((last().get("loudness") or {}).get("dbfs") or -200) > -40,
+                    10,
+                    "the clip's level in the server's events",
+                )
+                wait_for(
+                    lambda: (last().get("face") or {}).get("present") is True,
+                    15,
+                    "the face in the video found by the server",
+                )
 
                 # video frames are cropped to the page's video (640×360 in a 1000×520 tab), short side 360
-                wait_for(lambda: worker.evaluate("() => vibescope.status()")["offscreen"]["capture"]["videoSize"]
-                         == {"width": 640, "height": 360}, 10, "frames cropped to the video element")
+                wait_for(
+                    lambda: (
+                        worker.evaluate("() => vibescope.status()")["offscreen"]["capture"]["videoSize"]
+                        == {"width": 640, "height": 360}
+                    ),
+                    10,
+                    "frames cropped to the video element",
+                )
 
                 # the overlay follows the video and leaves the page's controls clickable
                 assert page.locator("#vs-panel").get_attribute("data-anchor") == "video"
@@ -320,8 +396,13 @@ def test_extension_streams_a_tab_shows_the_overlay_and_resumes_after_a_server_cr
                 page.mouse.up()
                 moved = page.locator("#vs-head").bounding_box()
                 assert moved["x"] > box["x"] + 100  # (vertical room inside the 360 px video is small)
-                saved = wait_for(lambda: worker.evaluate(
-                    "async (k) => (await chrome.storage.local.get(k))[k]", "overlayPos:" + site.split("/")[2]), 5, "saved position")
+                saved = wait_for(
+                    lambda: worker.evaluate(
+                        "async (k) => (await chrome.storage.local.get(k))[k]", "overlayPos:" + site.split("/")[2]
+                    ),
+                    5,
+                    "saved position",
+                )
                 assert saved["fx"] > 0.2
 
                 # --- crash the server, restart it on the same port: reconnect and resume -------------
@@ -329,27 +410,59 @@ def test_extension_streams_a_tab_shows_the_overlay_and_resumes_after_a_server_cr
                 session_id = before["sessionId"]
                 assert session_id and before["ackedSeq"] > 0
                 srv.kill()
-                wait_for(lambda: page.locator("#vs-conn").get_attribute("data-state") == "reconnecting", 10, "overlay showing reconnecting")
+                wait_for(
+                    lambda: page.locator("#vs-conn").get_attribute("data-state") == "reconnecting",
+                    10,
+                    "overlay showing reconnecting",
+                )
                 events_before = int(page.locator("#vs-time").get_attribute("data-events"))
                 srv = ServerProcess(port, *server_args).start()
-                after = wait_for(lambda: (lambda s: s if s["state"] == "live" and s["stats"]["resumed"] >= 1 else None)(
-                    worker.evaluate("() => vibescope.status()")["offscreen"]["transport"]), 45, "the extension to resume")
+                after = wait_for(
+                    lambda: (lambda s: s if s["state"] == "live" and s["stats"]["resumed"] >= 1 else None)(
+                        worker.evaluate("() => vibescope.status()")["offscreen"]["transport"]
+                    ),
+                    45,
+                    "the extension to resume",
+                )
                 assert after["sessionId"] == session_id, "resumed the same session"
-                m2 = wait_for(lambda: (lambda m: m if counter(m, "vibescope_frames_total", kind="audio") >= 5
-                                       and counter(m, "vibescope_events_total") >= 3 else None)(srv.metrics()),
-                              30, "frames counted by the restarted server")
+                m2 = wait_for(
+                    lambda: (
+                        lambda m: (
+                            m
+                            if counter(m, "vibescope_frames_total", kind="audio") >= 5
+                            and counter(m, "vibescope_events_total") >= 3
+                            else None
+                        )
+                    )(srv.metrics()),
+                    30,
+                    "frames counted by the restarted server",
+                )
                 assert counter(m2, "vibescope_errors_total", code="bad_seq") == 0
                 assert counter(m2, "vibescope_sessions_total", outcome="new") == 0, "no new session was started"
-                wait_for(lambda: int(page.locator("#vs-time").get_attribute("data-events")) > events_before + 5, 20, "overlay updates after resume")
+                wait_for(
+                    lambda: int(page.locator("#vs-time").get_attribute("data-events")) > events_before + 5,
+                    20,
+                    "overlay updates after resume",
+                )
                 assert page.locator("#vs-conn").get_attribute("data-state") == "live"
 
                 # --- a navigation in the captured tab: the capture goes on, the overlay comes back -----
                 page.reload()
-                wait_for(lambda: page.evaluate("document.getElementById('clip').currentTime > 0.2"), 15, "the reloaded video to play")
+                wait_for(
+                    lambda: page.evaluate("document.getElementById('clip').currentTime > 0.2"),
+                    15,
+                    "the reloaded video to play",
+                )
                 page.locator("#vs-panel").wait_for(timeout=10000)
-                wait_for(lambda: int(page.locator("#vs-time").get_attribute("data-events") or 0) >= 3, 20, "overlay updates after navigation")
+                wait_for(
+                    lambda: int(page.locator("#vs-time").get_attribute("data-events") or 0) >= 3,
+                    20,
+                    "overlay updates after navigation",
+                )
                 assert worker.evaluate("() => vibescope.status()")["offscreen"]["transport"]["sessionId"] == session_id
-                assert "validat" in page.locator("#vs-models").inner_text(), "model provenance restored after navigation"
+                assert "validat" in page.locator("#vs-models").inner_text(), (
+                    "model provenance restored after navigation"
+                )
 
                 # --- stop from the action: the overlay goes away --------------------------------------
                 stopped = worker.evaluate("(id) => vibescope.toggle(id)", tab_id)
@@ -362,7 +475,9 @@ def test_extension_streams_a_tab_shows_the_overlay_and_resumes_after_a_server_cr
         shutil.rmtree(profile, ignore_errors=True)
 
 
-def test_where_tab_capture_is_refused_the_page_video_element_is_streamed_and_the_overlay_says_so(chromium, site, server, tmp_path):
+def test_where_tab_capture_is_refused_the_page_video_element_is_streamed_and_the_overlay_says_so(
+    chromium, site, server, tmp_path
+):
     """Without the allowlist switch (and without a user gesture) Chromium refuses tab capture: the
     content script falls back to the page's <video>.captureStream() and states it in the overlay."""
     from playwright.sync_api import sync_playwright
@@ -375,7 +490,11 @@ def test_where_tab_capture_is_refused_the_page_video_element_is_streamed_and_the
             worker.evaluate("(s) => chrome.storage.local.set({settings: {server: s, fps: 10}})", server.http)
             page = ctx.new_page()
             page.goto(site)
-            wait_for(lambda: page.evaluate("document.getElementById('clip').currentTime > 0.3"), 15, "the page's video to play")
+            wait_for(
+                lambda: page.evaluate("document.getElementById('clip').currentTime > 0.3"),
+                15,
+                "the page's video to play",
+            )
             tab_id = only_tab(ctx, page, worker)
             started = worker.evaluate("(id) => vibescope.toggle(id)", tab_id)
             assert started["ok"] is True and started["mode"] == "video", started
@@ -385,12 +504,28 @@ def test_where_tab_capture_is_refused_the_page_video_element_is_streamed_and_the
             assert "Tab capture refused" in notice.inner_text() and "<video>" in notice.inner_text()
             assert notice.get_attribute("title") == started["refusal"]
             assert worker.evaluate("() => vibescope.status()")["active"]["mode"] == "video"
-            wait_for(lambda: int(page.locator("#vs-time").get_attribute("data-events") or 0) >= 5, 30, "overlay updates")
-            m = wait_for(lambda: (lambda m: m if counter(m, "vibescope_frames_total", kind="audio") - counter(before, "vibescope_frames_total", kind="audio") >= 10
-                                  and counter(m, "vibescope_frames_total", kind="video") > counter(before, "vibescope_frames_total", kind="video") else None)(server.metrics()),
-                         20, "frames from the <video> element counted by the server")
+            wait_for(
+                lambda: int(page.locator("#vs-time").get_attribute("data-events") or 0) >= 5, 30, "overlay updates"
+            )
+            m = wait_for(
+                lambda: (
+                    lambda m: (
+                        m
+                        if counter(m, "vibescope_frames_total", kind="audio")
+                        - counter(before, "vibescope_frames_total", kind="audio")
+                        >= 10
+                        and counter(m, "vibescope_frames_total", kind="video")
+                        > counter(before, "vibescope_frames_total", kind="video")
+                        else None
+                    )
+                )(server.metrics()),
+                20,
+                "frames from the <video> element counted by the server",
+            )
             assert m
-            assert page.evaluate("(() => { const v = document.getElementById('clip'); return !v.paused && !v.muted; })()")
+            assert page.evaluate(
+                "(() => { const v = document.getElementById('clip'); return !v.paused && !v.muted; })()"
+            )
 
             # a Shorts/TikTok-style swipe: a new <video> takes the screen, the old one is hidden;
             # the overlay moves onto the new one
@@ -398,6 +533,7 @@ def test_where_tab_capture_is_refused_the_page_video_element_is_streamed_and_the
                 v.id = 'next'; v.src = 'clip.webm'; v.muted = true; v.loop = true; v.autoplay = true;
                 v.style.cssText = 'position:fixed;left:330px;top:120px;width:640px;height:360px';
                 document.body.append(v); document.getElementById('clip').style.display = 'none'; }""")
+
             def panel_on_next():
                 r = page.evaluate("""() => { const p = document.getElementById('vibescope-overlay-host').shadowRoot
                     .getElementById('vs-panel').getBoundingClientRect();
@@ -406,6 +542,7 @@ def test_where_tab_capture_is_refused_the_page_video_element_is_streamed_and_the
                 # on the new video horizontally and overlapping it vertically: a panel taller than
                 # the room below the video's top is kept inside the viewport, so it may start higher
                 return r
+
             wait_for(panel_on_next, 10, "the overlay to follow the new video element")
 
             assert worker.evaluate("(id) => vibescope.toggle(id)", tab_id) == {"ok": True}
@@ -426,11 +563,21 @@ def test_demo_page_streams_a_chosen_file_like_the_extension(chromium, site_dir, 
             page.goto(server.http + "/")
             page.set_input_files("#file", str(site_dir / "clip.webm"))
             page.click("#start")
-            wait_for(lambda: int(page.locator("#vs-time").get_attribute("data-events") or 0) >= 5, 30, "overlay updates on the demo page")
+            wait_for(
+                lambda: int(page.locator("#vs-time").get_attribute("data-events") or 0) >= 5,
+                30,
+                "overlay updates on the demo page",
+            )
             assert page.locator("#vs-conn").get_attribute("data-state") == "live"
             m = server.metrics()
-            assert counter(m, "vibescope_frames_total", kind="audio") - counter(before, "vibescope_frames_total", kind="audio") >= 5
-            assert counter(m, "vibescope_frames_total", kind="video") > counter(before, "vibescope_frames_total", kind="video")
+            assert (
+                counter(m, "vibescope_frames_total", kind="audio")
+                - counter(before, "vibescope_frames_total", kind="audio")
+                >= 5
+            )
+            assert counter(m, "vibescope_frames_total", kind="video") > counter(
+                before, "vibescope_frames_total", kind="video"
+            )
             enc = page.evaluate("window.vibescopeDemo.capture.stats()")
             assert enc["videoEncoder"] == "worker" and enc["videoSize"]["height"] == 360, enc
             page.click("#stop")
@@ -451,7 +598,9 @@ def test_overlay_draws_valence_arousal_with_confidence_trail_and_bgm_state(chrom
         try:
             page = ctx.pages[0] if ctx.pages else ctx.new_page()
             page.goto(server.http + "/static/demo.css")  # any same-origin page with /lib/ beside it
-            page.set_content('<div style="padding:20px"><video width="640" height="360" style="background:#223"></video></div>')
+            page.set_content(
+                '<div style="padding:20px"><video width="640" height="360" style="background:#223"></video></div>'
+            )
             page.evaluate("""async () => {
                 const { createOverlay } = await import('/lib/overlay.js');
                 const ov = createOverlay(document);
@@ -461,7 +610,8 @@ def test_overlay_draws_valence_arousal_with_confidence_trail_and_bgm_state(chrom
                                speech: { id: 'silero-vad-6', card: '', validated: true } });
                 for (let i = 1; i <= 40; i += 1) {
                   const t = i / 10;
-                  ov.update({ type: 'overlay', t, valence: 0.6 * Math.cos(t), arousal: 0.5 * Math.sin(t), confidence: 0.9,
+                  ov.update({ type: 'overlay', t, valence: 0.6 * Math.cos(t), arousal: 0.5 * Math.sin(t),
+                    confidence: 0.9,
                     music: { probability: t >= 2 ? 0.9 : 0.1, level_db: -18 }, speech: { probability: 0.7 },
                     face: { present: true }, latency_ms: 11,
                     models: { valence: 'tagf-demo', arousal: 'tagf-demo', speech: 'silero-vad-6' } }, { e2eMs: 240 });
@@ -469,13 +619,19 @@ def test_overlay_draws_valence_arousal_with_confidence_trail_and_bgm_state(chrom
                 }
               }""")
             root = "document.getElementById('vibescope-overlay-host').shadowRoot"
-            point = page.evaluate(f"(() => {{ const p = {root}.getElementById('vs-va-point'); return [p.getAttribute('visibility'), +p.getAttribute('cx'), +p.getAttribute('cy'), +p.dataset.opacity]; }})()")
+            point = page.evaluate(
+                f"(() => {{ const p = {root}.getElementById('vs-va-point'); "
+                "return [p.getAttribute('visibility'), +p.getAttribute('cx'), +p.getAttribute('cy'), "
+                "+p.dataset.opacity]; })()"
+            )
             vis, cx, cy, opacity = point
             v, a = 0.6 * np.cos(4.0), 0.5 * np.sin(4.0)  # t = 4.0: valence < 0, arousal < 0
             assert vis == "visible"
             assert abs(cx - (6 + (v + 1) / 2 * 100)) < 0.01 and abs(cy - (6 + (1 - a) / 2 * 100)) < 0.01
             assert opacity > 0.9
-            trail = page.evaluate(f"Array.from({root}.querySelectorAll('#vs-trail circle')).map((c) => +c.getAttribute('fill-opacity'))")
+            trail = page.evaluate(
+                f"Array.from({root}.querySelectorAll('#vs-trail circle')).map((c) => +c.getAttribute('fill-opacity'))"
+            )
             assert len(trail) > 20 and trail[0] < trail[-1]
             assert page.evaluate("window.bgmAt25") == "no BGM detected"  # music for 0.5 s only
             assert page.locator("#vs-music-state").inner_text() == "BGM detected"
@@ -489,10 +645,19 @@ def test_overlay_draws_valence_arousal_with_confidence_trail_and_bgm_state(chrom
             page.click("#vs-collapse")
             assert page.locator("#vs-circumplex").is_visible()
             # low confidence dims the point
-            page.evaluate("window.ov.update({type: 'overlay', t: 4.1, valence: 0.1, arousal: 0.1, confidence: 0.1, models: {}})")
+            page.evaluate(
+                "window.ov.update({type: 'overlay', t: 4.1, valence: 0.1, arousal: 0.1, confidence: 0.1, models: {}})"
+            )
             assert float(page.locator("#vs-va-point").get_attribute("data-opacity")) < 0.4
-            page.evaluate("window.ov.update({type: 'overlay', t: 4.2, valence: 0.55, arousal: 0.4, confidence: 0.8, music: {probability: 0.9, level_db: -18}, speech: {probability: 0.7}, face: {present: true}, latency_ms: 11, models: {valence: 'tagf-demo', arousal: 'tagf-demo', speech: 'silero-vad-6'}}, {e2eMs: 240})")
+            page.evaluate(
+                "window.ov.update({type: 'overlay', t: 4.2, valence: 0.55, arousal: 0.4, confidence: 0.8, "
+                "music: {probability: 0.9, level_db: -18}, speech: {probability: 0.7}, face: {present: true}, "
+                "latency_ms: 11, models: {valence: 'tagf-demo', arousal: 'tagf-demo', speech: 'silero-vad-6'}}, "
+                "{e2eMs: 240})"
+            )
             ARTIFACTS.mkdir(parents=True, exist_ok=True)
-            page.screenshot(path=str(ARTIFACTS / "overlay-synthetic.png"), clip={"x": 0, "y": 0, "width": 700, "height": 420})
+            page.screenshot(
+                path=str(ARTIFACTS / "overlay-synthetic.png"), clip={"x": 0, "y": 0, "width": 700, "height": 420}
+            )
         finally:
             ctx.close()

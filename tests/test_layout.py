@@ -1,4 +1,5 @@
 """The layout says the architecture: stream/ computes, server/ connects; no import cycles."""
+
 from __future__ import annotations
 
 import ast
@@ -47,8 +48,11 @@ def graph() -> dict[str, set[str]]:
 
 
 def test_the_analyzer_never_imports_the_service():
-    offenders = {m: sorted(d for d in deps if d.startswith("vibescope.server"))
-                 for m, deps in graph().items() if m.startswith("vibescope.stream")}
+    offenders = {
+        m: sorted(d for d in deps if d.startswith("vibescope.server"))
+        for m, deps in graph().items()
+        if m.startswith("vibescope.stream")
+    }
     assert not {m: d for m, d in offenders.items() if d}
 
 
@@ -63,7 +67,7 @@ def test_no_module_imports_one_that_imports_it_back():
             if dep == "vibescope":  # the root package only holds data_dir(); importing it is a leaf
                 continue
             if state.get(dep) == 1:
-                cycles.append(path[path.index(dep):] + [dep])
+                cycles.append(path[path.index(dep) :] + [dep])
             elif dep not in state:
                 visit(dep, path + [dep])
         state[node] = 2

@@ -1,4 +1,5 @@
 """Media decoding and resampling (stream/media.py)."""
+
 from __future__ import annotations
 
 import io
@@ -7,13 +8,21 @@ import av
 import numpy as np
 import pytest
 
-from vibescope.stream.media import ContainerDecoder, MediaError, Resampler, decode_image, decode_picture, encode_jpeg, pcm_to_float
+from vibescope.stream.media import (
+    ContainerDecoder,
+    MediaError,
+    Resampler,
+    decode_image,
+    decode_picture,
+    encode_jpeg,
+    pcm_to_float,
+)
 
 
 def _chunked(resampler: Resampler, x: np.ndarray, sizes) -> np.ndarray:
     out, i = [], 0
     for n in sizes:
-        out.append(resampler.feed(x[i:i + n]))
+        out.append(resampler.feed(x[i : i + n]))
         i += n
         if i >= len(x):
             break
@@ -141,7 +150,7 @@ def _decode_in_chunks(data: bytes, size: int):
     dec = ContainerDecoder()
     audio, video = [], []
     for i in range(0, len(data), size):
-        m = dec.feed(data[i:i + size])
+        m = dec.feed(data[i : i + size])
         audio += m.audio
         video += m.video
     m = dec.flush()
@@ -169,7 +178,7 @@ def test_container_decoder_state_round_trip_continues_identically(test_video):
             fresh = ContainerDecoder()
             fresh.load_state_dict(dec.state_dict())
             dec = fresh
-        m = dec.feed(data[i:i + 2000])
+        m = dec.feed(data[i : i + 2000])
         audio += m.audio
         video += m.video
     m = dec.flush()

@@ -3,6 +3,7 @@
 tests/js/protocol.test.mjs checks the same file against extension/lib/protocol.js, so a byte
 sequence decodes the same way on both sides of the wire.
 """
+
 from __future__ import annotations
 
 import json
@@ -19,7 +20,9 @@ VECTORS = json.loads((VECTORS_DIR / "protocol.json").read_text(encoding="utf-8")
 
 
 def test_vectors_file_is_what_server_protocol_generates_today():
-    proc = subprocess.run([sys.executable, str(VECTORS_DIR / "make_vectors.py"), "--check"], capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, str(VECTORS_DIR / "make_vectors.py"), "--check"], capture_output=True, text=True
+    )
     assert proc.returncode == 0, proc.stderr
 
 

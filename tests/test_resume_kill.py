@@ -1,6 +1,7 @@
 """The resume promise, for real: `vibescope push` through server process A on Redis, A is killed
 with SIGKILL mid-stream, process B starts on the same port and Redis; the push finishes by itself
 and its events equal an uninterrupted run's."""
+
 from __future__ import annotations
 
 import json
@@ -17,8 +18,13 @@ pytestmark = pytest.mark.slow
 
 
 def push(url: str, source, *extra: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "vibescope", "push", str(source), "--url", url, "--jsonl", *extra],
-                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "vibescope", "push", str(source), "--url", url, "--jsonl", *extra],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def events_of(stdout: str) -> list[dict]:
@@ -59,6 +65,6 @@ def test_kill_9_mid_stream_then_a_new_process_continues_without_loss(tmp_path, r
     finally:
         b.stop()
     assert 15 <= frames_in_a < 60  # A had a part of the stream, not all of it
-    assert resumed["vibescope_sessions_total{outcome=\"resumed\"}"] == 1
+    assert resumed['vibescope_sessions_total{outcome="resumed"}'] == 1
     assert "reconnects" in err and " 0 reconnects" not in err
     assert events_of(out) == reference

@@ -6,6 +6,7 @@ write the files the next step reads; what is tested is the script: that every co
 that each fine-tune starts from the weights the step before it produced, and that a re-run
 repeats no finished step.
 """
+
 from __future__ import annotations
 
 import json
@@ -17,7 +18,7 @@ from conftest import ROOT
 
 SCRIPT = ROOT / "models" / "separator_chain.sh"
 
-FAKE = r'''
+FAKE = r"""
 import json, os, sys
 sys.path.insert(0, {root!r})
 log = os.environ["CHAIN_LOG"]
@@ -40,7 +41,7 @@ else:
         argv = argv + ["#from", str(start)]
 with open(log, "a") as f:
     f.write(json.dumps(argv) + "\n")
-'''
+"""
 
 
 def run_chain(tmp_path, v3: str | None = None):
@@ -50,10 +51,15 @@ def run_chain(tmp_path, v3: str | None = None):
     if v3 is not None:  # the shipped v3 weights, placed where the chain's v3 step writes its own
         (tmp_path / "work" / "v3").mkdir(parents=True, exist_ok=True)
         (tmp_path / "work" / "v3" / "separator.pt").write_text(v3)
-    env = {**os.environ, "CHAIN_LOG": str(log), "VIBESCOPE": f"{sys.executable} {fake}",
-           "PYTHON": f"{sys.executable} {fake}"}
-    out = subprocess.run(["bash", str(SCRIPT), str(tmp_path / "work")], capture_output=True, text=True, env=env,
-                         cwd=ROOT, timeout=300)
+    env = {
+        **os.environ,
+        "CHAIN_LOG": str(log),
+        "VIBESCOPE": f"{sys.executable} {fake}",
+        "PYTHON": f"{sys.executable} {fake}",
+    }
+    out = subprocess.run(
+        ["bash", str(SCRIPT), str(tmp_path / "work")], capture_output=True, text=True, env=env, cwd=ROOT, timeout=300
+    )
     assert out.returncode == 0, out.stderr
     lines = [json.loads(x) for x in log.read_text().splitlines()]
     log.unlink()
@@ -69,7 +75,7 @@ def test_the_chain_runs_every_step_in_order_from_the_step_before(tmp_path):
     # v1 starts from scratch; every other run resumes the checkpoint finetune_init made from the
     # weights of the run before it
     assert trains[0][-1] == "None"
-    for prev, train in zip(outs, trains[1:]):
+    for prev, train in zip(outs, trains[1:], strict=False):
         assert train[-1] == f"{work}/{prev}/separator.pt"
     assert all("--ost-weight" in t for t in trains[-4:]) and not any("--ost-weight" in t for t in trains[:-4])
     # look-ahead is added once, by finetune_init on v12's weights for v14; v15 inherits it from v14

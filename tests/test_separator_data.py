@@ -1,4 +1,5 @@
 """The mixture builder on a tiny real build (small Debian packages, cached in $VIBESCOPE_CACHE)."""
+
 from __future__ import annotations
 
 import json
@@ -11,8 +12,8 @@ from vibescope.stream.debian import RESERVED_FOR_EVALUATION, DataError, fetch_pa
 from vibescope.stream.separator import sources, synthesis
 from vibescope.stream.separator.dataset import build_mixtures, load_clips
 from vibescope.stream.separator.sources import split_of
-from vibescope.stream.source import decode_audio
 from vibescope.stream.separator.wavio import read_wav
+from vibescope.stream.source import decode_audio
 
 TINY = {
     "music": {"drascula-music": ("usr/share/scummvm/drascula/**/*.ogg",)},
@@ -64,7 +65,7 @@ def test_clip_kinds_and_levels(tiny):
             assert not clip.music.any()
         if clip.meta["kind"] == "both":
             assert -15.0 <= clip.meta["music_to_ost_db"] <= 10.0
-            measured = 20 * np.log10(np.sqrt(np.mean(clip.music ** 2)) / np.sqrt(np.mean(clip.ost ** 2)))
+            measured = 20 * np.log10(np.sqrt(np.mean(clip.music**2)) / np.sqrt(np.mean(clip.ost**2)))
             assert abs(measured - clip.meta["music_to_ost_db"]) < 0.01
     assert kinds.get("both", 0) > 0
 
@@ -74,7 +75,9 @@ def test_same_seed_rebuilds_identical_audio(tiny, tmp_path):
     build_mixtures(again, hours=0.02, seed=3, table=TINY, tts=False, midi=False)
     for clip_dir in sorted(p for p in tiny[0].iterdir() if p.is_dir())[:5]:
         assert (again / clip_dir.name / "mixture.wav").read_bytes() == (clip_dir / "mixture.wav").read_bytes()
-        assert json.loads((again / clip_dir.name / "meta.json").read_text()) == json.loads((clip_dir / "meta.json").read_text())
+        assert json.loads((again / clip_dir.name / "meta.json").read_text()) == json.loads(
+            (clip_dir / "meta.json").read_text()
+        )
 
 
 def test_reserved_packages_are_refused_outside_test_builds():
@@ -94,18 +97,35 @@ def test_nonpositive_hours_is_a_user_error(tmp_path):
 
 def _one_note_midi(path, note=69, seconds=2.0):
     """A type-0 MIDI file: one piano note held for ``seconds`` at 120 bpm (480 ticks/quarter)."""
+
     def vlq(n):
         out = [n & 0x7F]
         while n > 0x7F:
             n >>= 7
             out.insert(0, (n & 0x7F) | 0x80)
         return bytes(out)
+
     ticks = int(seconds * 2 * 480)
-    track = (b"\x00\xff\x51\x03\x07\xa1\x20"  # tempo 500000 us per quarter
-             + b"\x00\xc0\x00" + b"\x00\x90" + bytes([note, 100])
-             + vlq(ticks) + b"\x80" + bytes([note, 0]) + b"\x00\xff\x2f\x00")
-    path.write_bytes(b"MThd" + (6).to_bytes(4, "big") + (0).to_bytes(2, "big") + (1).to_bytes(2, "big")
-                     + (480).to_bytes(2, "big") + b"MTrk" + len(track).to_bytes(4, "big") + track)
+    track = (
+        b"\x00\xff\x51\x03\x07\xa1\x20"  # tempo 500000 us per quarter
+        + b"\x00\xc0\x00"
+        + b"\x00\x90"
+        + bytes([note, 100])
+        + vlq(ticks)
+        + b"\x80"
+        + bytes([note, 0])
+        + b"\x00\xff\x2f\x00"
+    )
+    path.write_bytes(
+        b"MThd"
+        + (6).to_bytes(4, "big")
+        + (0).to_bytes(2, "big")
+        + (1).to_bytes(2, "big")
+        + (480).to_bytes(2, "big")
+        + b"MTrk"
+        + len(track).to_bytes(4, "big")
+        + track
+    )
 
 
 def test_midi_render_is_the_note_at_16k_for_its_length(tmp_path):
@@ -142,7 +162,7 @@ def test_midi_sources_are_music_split_by_file_and_feed_clips(tmp_path):
         if clip.meta["kind"] != "ost_only":
             key = clip.meta["music_source"].split("@")[0]
             assert key.startswith("openttd-openmsx/") and key in index["sources"][clip.split]
-            assert np.sqrt(np.mean(clip.music ** 2)) > 1e-4
+            assert np.sqrt(np.mean(clip.music**2)) > 1e-4
             used += 1
     assert used > 0
 
@@ -155,7 +175,7 @@ def test_espeak_sources_cover_languages_with_a_split_and_no_dutch():
     assert {s.split for s in srcs} == {"train", "val"}
     for s in srcs[::97]:
         audio = decode_audio(s.path)
-        assert len(audio) > 8000 and np.sqrt(np.mean(audio ** 2)) > 1e-3, s.key
+        assert len(audio) > 8000 and np.sqrt(np.mean(audio**2)) > 1e-3, s.key
 
 
 def test_translations_of_a_line_share_the_split_of_its_english_text():
@@ -187,15 +207,21 @@ def test_recipe_v4_adds_recorded_voices_and_no_reserved_package():
 def test_loud_music_draws_more_drowned_speech_in_training_clips_only(tmp_path):
     index = build_mixtures(tmp_path / "v5", hours=0.2, seed=4, table=TINY, tts=False, recipe="v5")
     clips = load_clips(tmp_path / "v5")
-    ratios = {sp: [c.meta["music_to_ost_db"] for c in clips if c.split == sp and c.meta["kind"] == "both"]
-              for sp in ("train", "val")}
+    ratios = {
+        sp: [c.meta["music_to_ost_db"] for c in clips if c.split == sp and c.meta["kind"] == "both"]
+        for sp in ("train", "val")
+    }
     assert index["recipe"] == "v5" and len(ratios["train"]) > 60
     loud = np.mean(np.array(ratios["train"]) >= 0.0)
     assert 0.45 < loud < 0.75  # 30 % from 0..+10 dB plus 40 % of the rest from the plain range
     assert all(-15.0 <= r <= 10.0 for r in ratios["train"] + ratios["val"])
     plain = build_mixtures(tmp_path / "v4", hours=0.2, seed=4, table=TINY, tts=False, recipe="v4")
     assert plain["recipe"] == "v4"
-    plain_ratios = [c.meta["music_to_ost_db"] for c in load_clips(tmp_path / "v4") if c.split == "train" and c.meta["kind"] == "both"]
+    plain_ratios = [
+        c.meta["music_to_ost_db"]
+        for c in load_clips(tmp_path / "v4")
+        if c.split == "train" and c.meta["kind"] == "both"
+    ]
     assert np.mean(np.array(plain_ratios) >= 0.0) < 0.6
 
 
@@ -211,7 +237,7 @@ def test_recipe_v7_adds_asterisk_prompts_to_v5_and_they_decode_at_16k():
     assert len(prompts) > 400
     audio = decode_audio(next(p for p in prompts if p.name == "hello-world.g722"))
     assert 0.5 < len(audio) / 16000 < 5.0  # "hello world", raw G.722 read by PyAV at 16 kHz
-    assert 0.01 < float(np.sqrt(np.mean(audio ** 2))) < 0.5
+    assert 0.01 < float(np.sqrt(np.mean(audio**2))) < 0.5
 
 
 def test_cache_dir_ignores_an_empty_variable(monkeypatch, tmp_path):

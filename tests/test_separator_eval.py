@@ -1,4 +1,5 @@
 """`vibescope eval separator`: metrics, the JSON-line format, peers' delay compensation, errors."""
+
 from __future__ import annotations
 
 import json
@@ -8,12 +9,12 @@ import pytest
 import torch
 
 from vibescope.server.cli import main
-from vibescope.stream.separator import peers
 from vibescope.stream.debian import fetch_package
-from vibescope.stream.source import decode_audio
+from vibescope.stream.separator import peers
 from vibescope.stream.separator.evaluate import si_sdr
 from vibescope.stream.separator.model import CausalMaskSeparator
 from vibescope.stream.separator.wavio import write_wav
+from vibescope.stream.source import decode_audio
 
 KEYS = {"method", "n", "ost_si_sdr", "ost_si_sdri", "music_si_sdr", "music_si_sdri", "rtf"}
 
@@ -112,7 +113,9 @@ def test_unknown_method_is_a_clean_user_error(data_dir, capsys):
 def test_versus_prints_the_paired_difference_with_its_interval(data_dir, capsys):
     """`--versus`: both rows, then the clip-by-clip difference. The oracle beats the unprocessed
     mixture on every clip, so its interval lies above 0 and equals the oracle's own SI-SDRi."""
-    assert main(["eval", "separator", "--data", data_dir, "--method", "oracle-irm", "--versus", "mixture", "--json"]) == 0
+    assert (
+        main(["eval", "separator", "--data", data_dir, "--method", "oracle-irm", "--versus", "mixture", "--json"]) == 0
+    )
     rows = [json.loads(line) for line in capsys.readouterr().out.strip().splitlines()]
     assert [r.get("method") for r in rows] == ["oracle-irm", "mixture", "oracle-irm"]
     diff = rows[2]

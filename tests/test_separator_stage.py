@@ -1,4 +1,5 @@
 """SeparatorStage: the pipeline contract (fields, stems, lag, flush, state) on real components."""
+
 from __future__ import annotations
 
 import pickle
@@ -8,14 +9,15 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import untrained_separator
-from vibescope.stream.stage import Tick
-from vibescope.stream.timebase import TICK_SAMPLES
-from vibescope.stream.separator.model import MODEL_ID, CausalMaskSeparator, load_shared
 from vibescope.stream.cards import card
-from vibescope.stream.weights import models_dir
+from vibescope.stream.separator.model import MODEL_ID, CausalMaskSeparator, load_shared
 from vibescope.stream.separator.stage import SeparatorStage
 from vibescope.stream.separator.streamer import SeparatorStreamer, probe_signal, stream_in_chunks
+from vibescope.stream.stage import Tick
+from vibescope.stream.timebase import TICK_SAMPLES
+from vibescope.stream.weights import models_dir
+
+from conftest import untrained_separator
 
 
 @pytest.fixture(scope="module", params=[0, 2], ids=["no-lookahead", "lookahead-2"])
@@ -29,7 +31,10 @@ def audio() -> np.ndarray:
 
 
 def ticks(audio: np.ndarray) -> list[Tick]:
-    return [Tick(index=i, audio=audio[i * TICK_SAMPLES:(i + 1) * TICK_SAMPLES].copy()) for i in range(len(audio) // TICK_SAMPLES)]
+    return [
+        Tick(index=i, audio=audio[i * TICK_SAMPLES : (i + 1) * TICK_SAMPLES].copy())
+        for i in range(len(audio) // TICK_SAMPLES)
+    ]
 
 
 def run(stage: SeparatorStage, items: list[Tick]) -> list[Tick]:
@@ -71,7 +76,7 @@ def test_only_the_stems_asked_for_reach_the_ticks_and_the_fields_stay(model, aud
     stage.stems = kept
     out = run(stage, ticks(audio))
     assert [t.fields for t in out] == [t.fields for t in full]
-    for a, b in zip(out, full):
+    for a, b in zip(out, full, strict=False):
         assert set(a.stems) == set(kept)
         for name in kept:
             np.testing.assert_array_equal(a.stems[name], b.stems[name])
@@ -91,7 +96,9 @@ def test_holds_back_exactly_one_tick(model, audio):
 def test_level_follows_the_music_stem(model, audio):
     quiet = run(SeparatorStage(model), ticks(audio * 0.01))
     loud = run(SeparatorStage(model), ticks(audio))
-    diff = np.mean([l.fields["music"]["level_db"] - q.fields["music"]["level_db"] for l, q in zip(loud, quiet)])
+    diff = np.mean(
+        [a.fields["music"]["level_db"] - b.fields["music"]["level_db"] for a, b in zip(loud, quiet, strict=True)]
+    )
     assert 30 < diff < 50  # 40 dB louder input
 
 
@@ -117,7 +124,7 @@ def test_state_dict_pickles_small_and_continues_bit_identically(model, audio):
     fresh.load_state_dict(pickle.loads(blob))
     part += run(fresh, [Tick(t.index, t.audio.copy()) for t in items[7:]])
     assert [t.index for t in part] == [t.index for t in whole]
-    for a, b in zip(part, whole):
+    for a, b in zip(part, whole, strict=False):
         assert a.fields == b.fields
         np.testing.assert_array_equal(a.stems["ost"], b.stems["ost"])
 

@@ -1,21 +1,23 @@
 """SeparatorStreamer: streaming == offline for any chunking, state round-trips, lag contract."""
+
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
 
-from conftest import untrained_separator
 from vibescope.stream.separator import transforms as T
 from vibescope.stream.separator.model import CausalMaskSeparator
 from vibescope.stream.separator.streamer import (
     SeparatorStreamer,
     offline,
+    probe_signal,
     relative_delta,
     selfcheck,
     stream_in_chunks,
-    probe_signal,
 )
+
+from conftest import untrained_separator
 
 
 @pytest.fixture(scope="module", params=[0, 2], ids=["no-lookahead", "lookahead-2"])
@@ -49,7 +51,7 @@ def test_stems_sum_to_the_mixture(model, signal):
 def test_output_is_never_ahead_of_the_lag(model, signal):
     streamer = SeparatorStreamer(model)
     for n in (100, 1000, 1600, 3000):
-        streamer.feed(signal[:n] if streamer.fed == 0 else signal[streamer.fed:n])
+        streamer.feed(signal[:n] if streamer.fed == 0 else signal[streamer.fed : n])
         assert streamer.emitted <= streamer.fed
         assert streamer.fed - streamer.emitted <= streamer.lag_samples
     assert streamer.lag_ms <= 64.0
@@ -63,7 +65,7 @@ def test_causal_future_input_does_not_change_past_output(model, signal):
     # samples more than the lag before the change are final before it arrives
     lag = SeparatorStreamer(model).lag_samples
     np.testing.assert_array_equal(a[:, : 12000 - lag], b[:, : 12000 - lag])
-    assert not np.array_equal(a[:, 12000 - lag: 12000], b[:, 12000 - lag: 12000])  # but no earlier
+    assert not np.array_equal(a[:, 12000 - lag : 12000], b[:, 12000 - lag : 12000])  # but no earlier
     assert not np.array_equal(a[:, 12000:], b[:, 12000:])
 
 
@@ -79,7 +81,7 @@ def test_state_bytes_continue_bit_identically_in_a_fresh_streamer(model, signal)
     fresh = SeparatorStreamer.from_bytes(blob, model)
     rest_again = [fresh.feed(signal[7777:13000]), fresh.flush()]
     np.testing.assert_array_equal(first, first_again)
-    for x, y in zip(rest, rest_again):
+    for x, y in zip(rest, rest_again, strict=False):
         np.testing.assert_array_equal(x, y)
     assert fresh.drain_music_logits()[0] == whole.drain_music_logits()[0]
 
@@ -139,16 +141,16 @@ def test_streams_at_different_points_share_a_batch(model):
     x = probe_signal(seed=8, seconds=1.5)
     together, alone = [SeparatorStreamer(model) for _ in range(3)], [SeparatorStreamer(model) for _ in range(3)]
     starts = [0, 300, 5000]  # samples each stream has had before the shared calls
-    for s, t, n in zip(together, alone, starts):
+    for s, t, n in zip(together, alone, starts, strict=False):
         s.feed(x[:n]), t.feed(x[:n])
     got, want = [[] for _ in starts], [[] for _ in starts]
     for r in range(8):
-        pieces = [x[n + 512 * r: n + 512 * (r + 1)] for n in starts]
+        pieces = [x[n + 512 * r : n + 512 * (r + 1)] for n in starts]
         for i, y in enumerate(SeparatorStreamer.feed_many(together, pieces)):
             got[i].append(y)
-        for i, (t, piece) in enumerate(zip(alone, pieces)):
+        for i, (t, piece) in enumerate(zip(alone, pieces, strict=False)):
             want[i].append(t.feed(piece))
-    for g, w in zip(got, want):
+    for g, w in zip(got, want, strict=False):
         g, w = np.concatenate(g, axis=1), np.concatenate(w, axis=1)
         assert g.shape == w.shape and w.shape[1] > 0
         np.testing.assert_allclose(g, w, atol=1e-6)

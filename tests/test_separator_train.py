@@ -1,4 +1,5 @@
 """`vibescope train separator`: checkpoints, resume, final weights a streamer can load."""
+
 from __future__ import annotations
 
 import json
@@ -33,7 +34,21 @@ def data_dir(tmp_path_factory) -> str:
 def test_train_writes_checkpoint_and_resumes(data_dir, tmp_path):
     torch.set_num_threads(1)
     out = tmp_path / "models"
-    args = ["train", "separator", "--data", data_dir, "--out", str(out), "--batch", "2", "--hidden", "32", "--nice", "0", "--quiet"]
+    args = [
+        "train",
+        "separator",
+        "--data",
+        data_dir,
+        "--out",
+        str(out),
+        "--batch",
+        "2",
+        "--hidden",
+        "32",
+        "--nice",
+        "0",
+        "--quiet",
+    ]
     assert main(args + ["--steps", "2"]) == 0
     assert torch.load(out / "separator.ckpt", weights_only=False)["step"] == 2
     assert main(args + ["--steps", "3"]) == 0  # resumes at step 2, runs one more
@@ -46,7 +61,10 @@ def test_train_writes_checkpoint_and_resumes(data_dir, tmp_path):
 
 
 def test_train_without_data_is_a_clean_user_error(tmp_path, capsys):
-    assert main(["train", "separator", "--data", str(tmp_path / "none"), "--out", str(tmp_path), "--nice", "0", "--quiet"]) == 2
+    assert (
+        main(["train", "separator", "--data", str(tmp_path / "none"), "--out", str(tmp_path), "--nice", "0", "--quiet"])
+        == 2
+    )
     assert "no such data directory" in capsys.readouterr().err
 
 
@@ -68,7 +86,25 @@ def test_finetune_init_starts_from_given_weights(data_dir, tmp_path):
     assert state["step"] == 0 and state["opt"]["param_groups"][0]["lr"] == pytest.approx(3e-4 / 200)
     for k, v in src_model.state_dict().items():
         assert torch.equal(state["model"][k], v)
-    args = ["train", "separator", "--data", data_dir, "--out", str(out), "--batch", "2", "--hidden", "32", "--nice", "0", "--quiet", "--lr", "3e-4", "--steps", "2"]
+    args = [
+        "train",
+        "separator",
+        "--data",
+        data_dir,
+        "--out",
+        str(out),
+        "--batch",
+        "2",
+        "--hidden",
+        "32",
+        "--nice",
+        "0",
+        "--quiet",
+        "--lr",
+        "3e-4",
+        "--steps",
+        "2",
+    ]
     assert main(args) == 0
     ckpt = torch.load(out / "separator.pt", map_location="cpu", weights_only=True)
     assert ckpt["train"]["steps"] == 2
@@ -124,7 +160,7 @@ def test_synthetic_rir_decays_60_db_in_rt60():
         h = synthetic_rir(rng, rt60).astype(np.float64)
         assert h[0] == 1.0 and len(h) == int(rt60 * 16000)
         tail = h[1:]
-        env = np.convolve(tail ** 2, np.ones(160) / 160, mode="valid")  # 10 ms energy envelope
+        env = np.convolve(tail**2, np.ones(160) / 160, mode="valid")  # 10 ms energy envelope
         tt = np.arange(len(env)) / 16000
         sel = (tt > 0.01) & (tt < rt60 * 0.8)
         slope = np.polyfit(tt[sel], 10 * np.log10(env[sel] + 1e-30), 1)[0]  # dB per second
@@ -138,13 +174,32 @@ def test_ost_weight_changes_the_update_and_is_recorded(data_dir, tmp_path):
     states = {}
     for w in ("1", "3"):
         out = tmp_path / f"w{w}"
-        args = ["train", "separator", "--data", data_dir, "--out", str(out), "--batch", "2", "--hidden", "32",
-                "--nice", "0", "--quiet", "--steps", "1", "--ost-weight", w]
+        args = [
+            "train",
+            "separator",
+            "--data",
+            data_dir,
+            "--out",
+            str(out),
+            "--batch",
+            "2",
+            "--hidden",
+            "32",
+            "--nice",
+            "0",
+            "--quiet",
+            "--steps",
+            "1",
+            "--ost-weight",
+            w,
+        ]
         assert main(args) == 0
         ckpt = torch.load(out / "separator.pt", map_location="cpu", weights_only=True)
         assert ckpt["train"]["ost_weight"] == float(w)
         states[w] = ckpt["state_dict"]
-    diff = max((states["1"][k] - states["3"][k]).abs().max().item() for k in states["1"] if states["1"][k].is_floating_point())
+    diff = max(
+        (states["1"][k] - states["3"][k]).abs().max().item() for k in states["1"] if states["1"][k].is_floating_point()
+    )
     assert diff > 1e-6
 
 
@@ -164,7 +219,23 @@ def test_finetune_init_with_lookahead_trains_a_64_ms_model(data_dir, tmp_path, c
     state = torch.load(out / "separator.ckpt", weights_only=False)
     assert state["model"]["lookahead_head.weight"].shape == (257, 2 * (32 + 256))
     assert not torch.any(state["model"]["lookahead_head.weight"])
-    args = ["train", "separator", "--data", data_dir, "--out", str(out), "--batch", "2", "--hidden", "32", "--nice", "0", "--quiet", "--lr", "3e-4"]
+    args = [
+        "train",
+        "separator",
+        "--data",
+        data_dir,
+        "--out",
+        str(out),
+        "--batch",
+        "2",
+        "--hidden",
+        "32",
+        "--nice",
+        "0",
+        "--quiet",
+        "--lr",
+        "3e-4",
+    ]
     assert main(args + ["--steps", "2", "--lookahead", "1"]) == 2  # not what the checkpoint holds
     assert "has look-ahead 2" in capsys.readouterr().err
     assert main(args + ["--steps", "2"]) == 0

@@ -1,4 +1,5 @@
 """The WebSocket server as clients meet it: a real `vibescope serve` process, real sockets."""
+
 from __future__ import annotations
 
 import asyncio
@@ -13,10 +14,12 @@ import numpy as np
 import pytest
 import websockets
 
-from conftest import ServerProcess, free_port
 from vibescope.server.client import PushClient
 from vibescope.server.protocol import Kind, encode_frame
 from vibescope.stream.media import encode_jpeg
+
+from conftest import ServerProcess, free_port
+
 
 @pytest.fixture(scope="module")
 def server():
@@ -35,7 +38,12 @@ def full_server():
 
 TICK_PCM = (0.1 * np.sin(2 * np.pi * 440 * np.arange(1600) / 16000) * 32767).astype("<i2").tobytes()
 JPEG = encode_jpeg(np.full((96, 128, 3), 120, np.uint8))
-HELLO = {"type": "hello", "protocol": 1, "audio": {"encoding": "pcm16", "sample_rate": 16000, "channels": 1}, "video": "jpeg"}
+HELLO = {
+    "type": "hello",
+    "protocol": 1,
+    "audio": {"encoding": "pcm16", "sample_rate": 16000, "channels": 1},
+    "video": "jpeg",
+}
 
 
 async def open_session(url, **extra):
@@ -119,15 +127,18 @@ async def test_duplicates_are_dropped_and_gaps_refused(server):
     await ws.close()
 
 
-@pytest.mark.parametrize("frame, code", [
-    (b"\x00garbage bytes that are no frame", "bad_header"),
-    (b"VS\x01", "bad_header"),  # truncated header
-    (b"VS\x07\x01" + bytes(12), "unsupported_version"),
-    (encode_frame(Kind.VIDEO, 1, 0, b"\xff\xd8\xff" + bytes(300)), "bad_media"),  # corrupted JPEG
-    (encode_frame(Kind.VIDEO, 1, 0, b"\x89PNG\r\n\x1a\n"), "bad_media"),
-    (encode_frame(Kind.AUDIO, 1, 0, b"\x01\x02\x03"), "bad_media"),  # half a sample
-    (encode_frame(Kind.CONTAINER, 1, 0, b"\x1a\x45\xdf\xa3"), "bad_media"),  # not announced
-])
+@pytest.mark.parametrize(
+    "frame, code",
+    [
+        (b"\x00garbage bytes that are no frame", "bad_header"),
+        (b"VS\x01", "bad_header"),  # truncated header
+        (b"VS\x07\x01" + bytes(12), "unsupported_version"),
+        (encode_frame(Kind.VIDEO, 1, 0, b"\xff\xd8\xff" + bytes(300)), "bad_media"),  # corrupted JPEG
+        (encode_frame(Kind.VIDEO, 1, 0, b"\x89PNG\r\n\x1a\n"), "bad_media"),
+        (encode_frame(Kind.AUDIO, 1, 0, b"\x01\x02\x03"), "bad_media"),  # half a sample
+        (encode_frame(Kind.CONTAINER, 1, 0, b"\x1a\x45\xdf\xa3"), "bad_media"),  # not announced
+    ],
+)
 async def test_bad_frames_get_an_error_and_the_session_goes_on(server, frame, code):
     ws, _ = await open_session(server.url)
     await ws.send(frame)
@@ -197,6 +208,7 @@ async def test_a_video_flood_is_rate_limited_then_closed_with_1008(server):
                     codes.append(json.loads(raw)["code"])
         except websockets.ConnectionClosed:
             pass
+
     reader = asyncio.create_task(read())
     for seq in range(1, 400):
         try:
@@ -211,8 +223,10 @@ async def test_a_video_flood_is_rate_limited_then_closed_with_1008(server):
 def test_a_client_vanishing_mid_frame_harms_nobody(server):
     host, port = "127.0.0.1", server.port
     with socket.create_connection((host, port)) as s:
-        s.sendall(b"GET /v1/stream HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                  b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+        s.sendall(
+            b"GET /v1/stream HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        )
         assert b"101" in s.recv(4096).split(b"\r\n")[0]
         hello = json.dumps(HELLO).encode()
         s.sendall(bytes([0x81, 0x80 | 126]) + len(hello).to_bytes(2, "big") + bytes(4) + hello)
@@ -236,6 +250,7 @@ async def test_bad_clients_never_disturb_a_healthy_session(server, test_video):
             await ws.send(frame)
             await asyncio.sleep(0.05)
             await ws.close()
+
     await asyncio.gather(*(vandal() for _ in range(3)))
     stats = await healthy
     assert stats.errors == [] and stats.reconnects == 0
@@ -249,8 +264,9 @@ async def test_resume_after_a_dropped_connection_loses_and_repeats_nothing(serve
     msgs = await recv_until(ws, is_ack(3))
     seen = [m["t"] for m in msgs if m.get("type") == "overlay"]
     ws.transport.abort()  # the connection drops without a close handshake
-    ws, again = await open_session(server.url, session_id=welcome["session_id"], resume_token=welcome["resume_token"],
-                                   last_event_t=seen[1])  # pretend the client missed the last event
+    ws, again = await open_session(
+        server.url, session_id=welcome["session_id"], resume_token=welcome["resume_token"], last_event_t=seen[1]
+    )  # pretend the client missed the last event
     assert again["resumed"] and again["acked_seq"] == 3 and again["session_id"] == welcome["session_id"]
     replay = await recv_until(ws, lambda m: m.get("type") == "overlay")
     assert replay[-1]["t"] == pytest.approx(seen[2])
@@ -283,9 +299,16 @@ async def test_a_newer_connection_takes_the_session_over(server):
 
 def test_metrics_expose_sessions_frames_latency_errors_and_state_size(server):
     text = urllib.request.urlopen(server.http + "/metrics", timeout=5).read().decode()
-    for name in ("vibescope_sessions_active", "vibescope_frames_total{kind=\"audio\"}", "vibescope_bytes_total",
-                 "vibescope_processing_latency_seconds_bucket", "vibescope_errors_total{code=\"bad_media\"}",
-                 "vibescope_session_state_bytes_bucket", "vibescope_session_ttl_seconds", "vibescope_events_total"):
+    for name in (
+        "vibescope_sessions_active",
+        'vibescope_frames_total{kind="audio"}',
+        "vibescope_bytes_total",
+        "vibescope_processing_latency_seconds_bucket",
+        'vibescope_errors_total{code="bad_media"}',
+        "vibescope_session_state_bytes_bucket",
+        "vibescope_session_ttl_seconds",
+        "vibescope_events_total",
+    ):
         assert name in text
     m = server.metrics()
     assert m['vibescope_frames_total{kind="audio"}'] > 0 and m["vibescope_processing_latency_seconds_count"] > 0
@@ -294,6 +317,7 @@ def test_metrics_expose_sessions_frames_latency_errors_and_state_size(server):
 def test_a_token_is_required_when_configured():
     srv = ServerProcess(free_port(), "--token", "s3cret").start()
     try:
+
         async def check():
             async with websockets.connect(srv.url) as ws:
                 await ws.send(json.dumps(HELLO))
@@ -302,14 +326,20 @@ def test_a_token_is_required_when_configured():
             ws, welcome = await open_session(srv.url, token="s3cret")
             assert welcome["type"] == "welcome"
             await ws.close()
+
         asyncio.run(check())
     finally:
         srv.stop()
 
 
 def test_serving_beyond_loopback_without_a_token_is_refused():
-    out = subprocess.run([sys.executable, "-m", "vibescope", "serve", "--host", "0.0.0.0", "--port", str(free_port())],
-                         capture_output=True, text=True, timeout=60, env={"PATH": "/usr/bin:/bin"})
+    out = subprocess.run(
+        [sys.executable, "-m", "vibescope", "serve", "--host", "0.0.0.0", "--port", str(free_port())],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"PATH": "/usr/bin:/bin"},
+    )
     assert out.returncode == 2 and "needs a token" in out.stderr
 
 
@@ -320,7 +350,7 @@ async def test_a_truncated_webm_stream_gives_what_it_holds_and_a_clean_end(serve
     seq = 0
     for i in range(0, len(cut), 4000):
         seq += 1
-        await ws.send(encode_frame(Kind.CONTAINER, seq, 0, cut[i:i + 4000]))
+        await ws.send(encode_frame(Kind.CONTAINER, seq, 0, cut[i : i + 4000]))
     await ws.send(json.dumps({"type": "bye"}))
     msgs = await recv_until(ws, lambda m: m.get("type") == "bye", timeout=30)
     events = [m for m in msgs if m.get("type") == "overlay"]

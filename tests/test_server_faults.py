@@ -1,4 +1,5 @@
 """A bug in one analysis step must not end the session (in-process server with a faulty stage)."""
+
 from __future__ import annotations
 
 import json
@@ -6,9 +7,10 @@ import json
 import numpy as np
 import pytest
 
-from conftest import StatelessStage, in_process_server
 from vibescope.server.protocol import Kind, encode_frame
 from vibescope.stream.stage import Tick
+
+from conftest import StatelessStage, in_process_server
 
 TICK_PCM = (0.1 * np.sin(2 * np.pi * 440 * np.arange(1600) / 16000) * 32767).astype("<i2").tobytes()
 
@@ -36,7 +38,9 @@ async def test_a_failing_frame_gets_an_internal_error_and_the_session_goes_on(cl
     await ws.send_str(json.dumps({"type": "hello", "protocol": 1, "video": None}))
     assert (await ws.receive_json())["type"] == "welcome"
     for seq in range(1, 6):
-        await ws.send_bytes(encode_frame(Kind.AUDIO, seq, 0, np.full(1600, 8192, "<i2").tobytes() if seq == 3 else TICK_PCM))
+        await ws.send_bytes(
+            encode_frame(Kind.AUDIO, seq, 0, np.full(1600, 8192, "<i2").tobytes() if seq == 3 else TICK_PCM)
+        )
     events, errors, acked = [], [], 0
     while acked < 5:
         msg = await ws.receive_json(timeout=10)
@@ -121,8 +125,18 @@ async def test_a_client_that_stops_reading_is_cut_off_and_nothing_else_suffers(c
     # what was acknowledged to the stalled client is kept: it can resume where its acks ended
     # (saying it holds every event, so the replay of stored events does not flood this small outbox)
     back = await client.ws_connect("/v1/stream")
-    await back.send_str(json.dumps({"type": "hello", "protocol": 1, "video": None, "session_id": sid,
-                                    "resume_token": token, "last_event_t": 1e9}))
+    await back.send_str(
+        json.dumps(
+            {
+                "type": "hello",
+                "protocol": 1,
+                "video": None,
+                "session_id": sid,
+                "resume_token": token,
+                "last_event_t": 1e9,
+            }
+        )
+    )
     resumed = await back.receive_json()
     assert resumed["type"] == "welcome", resumed
     assert resumed["resumed"] is True and resumed["acked_seq"] >= 1

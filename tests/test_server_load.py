@@ -2,19 +2,20 @@
 the policy alone, then an in-process server whose analysis is slow on an injected clock. Frames a
 client sends to catch up after a reconnect are never skipped, and waiting behind them is not
 lateness."""
+
 from __future__ import annotations
 
-import asyncio
 import json
 
 import numpy as np
 import pytest
 
-from conftest import FakeClock, StatelessStage, in_process_server
 from vibescope.server.protocol import Kind, encode_frame
 from vibescope.server.shedding import SheddingLimits, VideoShedding
 from vibescope.stream.media import encode_jpeg
 from vibescope.stream.stage import Tick
+
+from conftest import FakeClock, StatelessStage, in_process_server
 
 LIMITS = SheddingLimits()
 TICK_PCM = (0.1 * np.sin(2 * np.pi * 440 * np.arange(1600) / 16000) * 32767).astype("<i2").tobytes()
@@ -126,8 +127,16 @@ async def test_a_session_whose_frames_answer_late_gets_every_other_frame_analyse
     tick's ack, so the run is the same on any host."""
     clock = SlowFrameStage.clock
     ws = await slow.ws_connect("/v1/stream")
-    await ws.send_str(json.dumps({"type": "hello", "protocol": 1, "video": "jpeg",
-                                  "audio": {"encoding": "pcm16", "sample_rate": 16000, "channels": 1}}))
+    await ws.send_str(
+        json.dumps(
+            {
+                "type": "hello",
+                "protocol": 1,
+                "video": "jpeg",
+                "audio": {"encoding": "pcm16", "sample_rate": 16000, "channels": 1},
+            }
+        )
+    )
     assert (await ws.receive_json())["type"] == "welcome"
     ticks, events = 40, []
     for k in range(ticks):  # the frame at k/10 s, then the audio that ends at (k+1)/10 s
@@ -157,8 +166,18 @@ async def test_a_burst_marked_as_catch_up_is_analysed_whole(slow):
     welcome = await ws.receive_json()
     await ws.close()
     back = await slow.ws_connect("/v1/stream")
-    await back.send_str(json.dumps({"type": "hello", "protocol": 1, "video": "jpeg", "session_id": welcome["session_id"],
-                                    "resume_token": welcome["resume_token"], "catch_up_until_t": 2.0}))
+    await back.send_str(
+        json.dumps(
+            {
+                "type": "hello",
+                "protocol": 1,
+                "video": "jpeg",
+                "session_id": welcome["session_id"],
+                "resume_token": welcome["resume_token"],
+                "catch_up_until_t": 2.0,
+            }
+        )
+    )
     assert (await back.receive_json())["type"] == "welcome"
     ticks, events = 20, []
     for k in range(ticks):  # two seconds of media in one burst

@@ -1,14 +1,15 @@
 """The analyzer engine (stream/session.py) on real media: events, measures, state."""
+
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from assets import pyfeat_file, speech_clip
-from vibescope.stream.media import Chunk
+from vibescope.stream.media import Chunk, MediaError, encode_jpeg
 from vibescope.stream.session import Session, SessionConfig
-from vibescope.stream.media import MediaError, encode_jpeg
 from vibescope.stream.source import iter_chunks
+
+from assets import pyfeat_file, speech_clip
 
 BASE = SessionConfig(stages="base")
 
@@ -75,7 +76,7 @@ def test_speech_probability_is_high_on_real_speech_and_low_on_a_tone(speech_wav)
     t = np.arange(32000) / 16000
     tone = (0.3 * np.sin(2 * np.pi * 440 * t) * 32767).astype("<i2").tobytes()
     session = Session(SessionConfig(video=False, stages="base"))
-    events = session.feed(Chunk("audio", tone[:16000 * 2 // 2], 0.0)).events + session.flush().events
+    events = session.feed(Chunk("audio", tone[: 16000 * 2 // 2], 0.0)).events + session.flush().events
     assert max(e.speech["probability"] for e in events) < 0.3
 
 
@@ -103,7 +104,7 @@ def test_any_audio_rate_and_chunking_gives_the_same_ticks():
         s = Session(config)
         out, i = [], 0
         for n in sizes:
-            out += s.feed(Chunk("audio", x48[i:i + n].tobytes(), i / 48000)).events
+            out += s.feed(Chunk("audio", x48[i : i + n].tobytes(), i / 48000)).events
             i += n
         out += s.flush().events
         return [(e.t, e.loudness["dbfs"], e.speech["probability"]) for e in out]
@@ -142,7 +143,7 @@ def test_container_stream_gives_events_for_its_whole_duration(test_video):
     chunked = []
     session = Session(config)
     for i in range(0, len(data), 3000):
-        chunked += [e.to_dict() for e in session.feed(Chunk("container", data[i:i + 3000])).events]
+        chunked += [e.to_dict() for e in session.feed(Chunk("container", data[i : i + 3000])).events]
     chunked += [e.to_dict() for e in session.flush().events]
     assert len(chunked) == 30
     levels = [e["loudness"]["dbfs"] for e in chunked]
@@ -175,7 +176,7 @@ def test_tracking_finds_the_same_face_in_the_region_and_nothing_where_it_is_gone
     full = [det.detect(f) for f in rgbs]
     assert all(f is not None for f in full)
     prev = full[0]
-    for rgb, ref in zip(rgbs[1:], full[1:]):
+    for rgb, ref in zip(rgbs[1:], full[1:], strict=False):
         near = det.detect_near(rgb, prev)
         assert near is not None and _iou(near, ref) > 0.75
         assert near.frame_size == ref.frame_size
@@ -235,6 +236,7 @@ def test_frames_the_detector_does_not_look_at_are_never_converted_to_rgb(monkeyp
     assert 0 < len(looks) <= frames / 3  # only the whole-frame looks (every 0.4 s) need pixels
     # full-range JPEGs at their final size: the detector's grid is converted, never a whole frame
     assert conversions == []
+
 
 def test_a_session_keeps_only_the_audio_stems_it_asks_for(face_chunks):
     """The server's sessions ask for no stem unless the client wants the OST back: same events,

@@ -1,4 +1,5 @@
 """Both state stores, same behaviour: the Redis one against a real redis-server."""
+
 from __future__ import annotations
 
 import asyncio

@@ -1,4 +1,5 @@
 """Aff-Wild2 loader on a small fixture written in the dataset's exact layout."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -7,52 +8,6 @@ import numpy as np
 import pytest
 
 from vibescope.stream.tagf.affwild2 import AffWild2, labels_at_ticks, read_va_annotation
-
-
-def _write_annotation(path: Path, rows: list[tuple[float, float]]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("valence,arousal\n" + "".join(f"{v},{a}\n" for v, a in rows))
-
-
-def _write_video(path: Path, seconds: float = 2.0, fps: int = 30) -> None:
-    """A small real mp4 (H.264 + AAC) through PyAV: grey frames, a 220 Hz tone."""
-    import av
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with av.open(str(path), "w") as c:
-        vs = c.add_stream("libx264", rate=fps)
-        vs.width, vs.height, vs.pix_fmt = 96, 64, "yuv420p"
-        aus = c.add_stream("aac", rate=16000)
-        aus.layout = "mono"
-        for i in range(int(seconds * fps)):
-            img = np.full((64, 96, 3), 60 + i % 40, np.uint8)
-            for p in vs.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
-                c.mux(p)
-        for p in vs.encode():
-            c.mux(p)
-        t = np.arange(int(seconds * 16000)) / 16000
-        x = (0.2 * np.sin(2 * np.pi * 220 * t)).astype(np.float32)
-        for k in range(0, len(x), 1024):
-            fr = av.AudioFrame.from_ndarray(x[None, k:k + 1024], format="flt", layout="mono")
-            fr.sample_rate = 16000
-            for p in aus.encode(fr):
-                c.mux(p)
-        for p in aus.encode():
-            c.mux(p)
-
-
-@pytest.fixture
-def affwild2_root(tmp_path: Path) -> Path:
-    root = tmp_path / "Aff-Wild2"
-    ann = root / "Third ABAW Annotations" / "VA_Estimation_Challenge"
-    # 60 frames at 30 fps: frames 0-14 unlabelled (-5), then a ramp
-    rows = [(-5.0, -5.0)] * 15 + [(round(-0.5 + i / 45, 4), 0.25) for i in range(45)]
-    _write_annotation(ann / "Train_Set" / "12-24-1920x1080.txt", rows)
-    _write_annotation(ann / "Validation_Set" / "video9_left.txt", [(0.1, -0.2)] * 60)
-    _write_annotation(ann / "Validation_Set" / "missing_video.txt", [(0.1, -0.2)] * 10)
-    _write_video(root / "batch1" / "12-24-1920x1080.mp4")
-    _write_video(root / "batch2" / "video9.mp4")
-    return root
 
 
 def test_annotation_file_reads_minus_five_as_unlabelled(affwild2_root: Path) -> None:

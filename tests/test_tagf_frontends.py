@@ -1,4 +1,5 @@
 """Front-ends of the V/A path: log-mel, pitch, expression stage, the feature vectors."""
+
 from __future__ import annotations
 
 import pickle
@@ -7,10 +8,9 @@ import numpy as np
 import pytest
 
 from vibescope.stream.stage import FaceObservation, Tick
-
-from vibescope.stream.timebase import SAMPLE_RATE, TICK_SAMPLES
 from vibescope.stream.tagf import features as F
 from vibescope.stream.tagf.expression import EXPRESSION_CLASSES, ExpressionStage, face_crop
+from vibescope.stream.timebase import SAMPLE_RATE, TICK_SAMPLES
 
 
 def _tone(f0: float, n: int = TICK_SAMPLES, amp: float = 0.3) -> np.ndarray:
@@ -30,8 +30,9 @@ def test_yin_calls_noise_unvoiced() -> None:
 
 def test_yin_on_several_frames_at_once_gives_each_frame_its_own_answer() -> None:
     rng = np.random.default_rng(1)
-    rows = np.stack([_tone(110.0, 800), rng.normal(0, 0.1, 800).astype(np.float32), np.zeros(800, np.float32),
-                     _tone(300.0, 800)])
+    rows = np.stack(
+        [_tone(110.0, 800), rng.normal(0, 0.1, 800).astype(np.float32), np.zeros(800, np.float32), _tone(300.0, 800)]
+    )
     together = F.yin_f0_frames(rows)
     assert together == [F.yin_f0(r) for r in rows]  # batching does not change a frame's value
     assert together[0] == pytest.approx(110.0, rel=0.01) and together[1] is None and together[2] is None
@@ -96,7 +97,9 @@ def test_expression_stage_classifies_a_real_face() -> None:
 
     from tagf_realclip import face_detector
 
-    rgb = np.asarray(__import__("PIL.Image", fromlist=["Image"]).open(cbook.get_sample_data("grace_hopper.jpg")).convert("RGB"))
+    rgb = np.asarray(
+        __import__("PIL.Image", fromlist=["Image"]).open(cbook.get_sample_data("grace_hopper.jpg")).convert("RGB")
+    )
     face = face_detector()(rgb)
     assert face is not None
     (out,) = ExpressionStage().push(Tick(index=0, audio=None, frame=rgb, face=face, video_seen=True))
@@ -110,16 +113,23 @@ def test_expression_stage_classifies_a_real_face() -> None:
 def test_face_crop_levels_the_eyes() -> None:
     yy, xx = np.mgrid[0:200, 0:200]
     img = np.where(np.abs(yy - xx) <= 3, 255.0, 0.0).astype(np.float32)  # a line through both eyes
-    tilted = FaceObservation(0.9, (50, 50, 100, 100), [(60, 60), (140, 140), (100, 100), (80, 130), (120, 130)], (200, 200))
+    tilted = FaceObservation(
+        0.9, (50, 50, 100, 100), [(60, 60), (140, 140), (100, 100), (80, 130), (120, 130)], (200, 200)
+    )
     crop = face_crop(img, tilted, size=32)
     mid = crop.shape[0] // 2
-    assert crop[mid - 1:mid + 1].mean() > 150  # the eye line became the crop's horizontal midline
+    assert crop[mid - 1 : mid + 1].mean() > 150  # the eye line became the crop's horizontal midline
     assert crop[:, mid].mean() < 60
 
 
-@pytest.mark.parametrize("box, eyes", [((40.0, 30.0, 110.0, 130.0), [(70.0, 80.0), (120.0, 88.0)]),  # inside, tilted
-                                       ((-20.0, -10.0, 150.0, 180.0), [(20.0, 30.0), (60.0, 10.0)]),  # over two borders
-                                       ((150.0, 120.0, 90.0, 90.0), [(190.0, 150.0), (160.0, 152.0)])])  # flipped eyes
+@pytest.mark.parametrize(
+    "box, eyes",
+    [
+        ((40.0, 30.0, 110.0, 130.0), [(70.0, 80.0), (120.0, 88.0)]),  # inside, tilted
+        ((-20.0, -10.0, 150.0, 180.0), [(20.0, 30.0), (60.0, 10.0)]),  # over two borders
+        ((150.0, 120.0, 90.0, 90.0), [(190.0, 150.0), (160.0, 152.0)]),
+    ],
+)  # flipped eyes
 def test_face_crop_is_bilinear_sampling_with_the_border_value_outside(box, eyes) -> None:
     """The crop equals scipy's order-1 spline (bilinear) sampling, edge mode, at the rotated grid."""
     from scipy.ndimage import map_coordinates

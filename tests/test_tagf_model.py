@@ -1,4 +1,5 @@
 """TAGF model: shapes, gates, recursion, CCC, and that training on the teacher data learns."""
+
 from __future__ import annotations
 
 import pytest
@@ -6,9 +7,7 @@ import torch
 
 from vibescope.stream.tagf.model import FUSIONS, StepGate, TagfConfig, TagfModel, TimeGate, ccc, ccc_loss
 
-
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
 
 
 def _inputs(b: int = 2, t: int = 40, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -79,6 +78,10 @@ def test_training_on_teacher_data_lowers_the_ccc_loss() -> None:
     b = make_batch(123, 8, 120)
     untrained = TagfModel(TagfConfig(fusion="gate_steps")).eval()
     with torch.no_grad():
-        loss_trained = ccc_loss(model.forward_sliding(torch.from_numpy(b.visual), torch.from_numpy(b.audio)), torch.from_numpy(b.target))
-        loss_untrained = ccc_loss(untrained.forward_sliding(torch.from_numpy(b.visual), torch.from_numpy(b.audio)), torch.from_numpy(b.target))
+        loss_trained = ccc_loss(
+            model.forward_sliding(torch.from_numpy(b.visual), torch.from_numpy(b.audio)), torch.from_numpy(b.target)
+        )
+        loss_untrained = ccc_loss(
+            untrained.forward_sliding(torch.from_numpy(b.visual), torch.from_numpy(b.audio)), torch.from_numpy(b.target)
+        )
     assert loss_trained < loss_untrained - 0.1

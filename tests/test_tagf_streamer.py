@@ -1,4 +1,5 @@
 """TagfStreamer: streaming == offline sliding window, lag/stride contract, carried gate state."""
+
 from __future__ import annotations
 
 import pickle
@@ -20,7 +21,6 @@ ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-
 def _model(fusion: str, seed: int = 0) -> TagfModel:
     torch.manual_seed(seed)
     m = TagfModel(TagfConfig(fusion=fusion))
@@ -39,7 +39,7 @@ def _offline(model: TagfModel, vis: np.ndarray, aud: np.ndarray) -> np.ndarray:
 def _stream(model: TagfModel, vis: np.ndarray, aud: np.ndarray, sizes: list[int]) -> np.ndarray:
     st, outs, pos = TagfStreamer(model), [], 0
     for s in sizes:
-        outs.append(st.feed(vis[pos:pos + s], aud[pos:pos + s]))
+        outs.append(st.feed(vis[pos : pos + s], aud[pos : pos + s]))
         pos += s
     outs.append(st.flush())
     return np.concatenate(outs)
@@ -74,7 +74,7 @@ def test_latency_and_output_rate_meet_the_streaming_contract() -> None:
     vis, aud = _data(60)
     emitted_at = []
     for i in range(60):
-        if len(st.feed(vis[i:i + 1], aud[i:i + 1])):
+        if len(st.feed(vis[i : i + 1], aud[i : i + 1])):
             emitted_at.append(i)
     assert np.diff(emitted_at).max() * 100 <= 200
 
@@ -91,7 +91,7 @@ def test_outputs_do_not_depend_on_frames_beyond_the_lookahead() -> None:
         vis2[reach:] += 3.0
         aud2[reach:] -= 3.0
         out = _offline(model, vis2, aud2)
-        assert np.allclose(out[:f + 1], ref[:f + 1], atol=1e-6), fusion
+        assert np.allclose(out[: f + 1], ref[: f + 1], atol=1e-6), fusion
         assert not np.allclose(out[reach:], ref[reach:])
 
 

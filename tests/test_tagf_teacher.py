@@ -1,4 +1,5 @@
 """The teacher mapping and the controlled synthetic benchmark's data."""
+
 from __future__ import annotations
 
 import numpy as np

@@ -4,6 +4,7 @@
 WebSocket service, state stores, the CLI). Their folders are ``stream/`` and ``server/`` at the
 top of the source tree, mapped into this package by pyproject.toml.
 """
+
 from __future__ import annotations
 
 from pathlib import Path

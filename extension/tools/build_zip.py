@@ -10,6 +10,7 @@ Writes
 Both are reproducible (sorted entries, fixed timestamps). Fails if the manifest names a file that
 does not exist.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -24,8 +25,11 @@ FIXED_TIME = (1980, 1, 1, 0, 0, 0)
 
 
 def files() -> list[Path]:
-    return sorted(p for p in EXT.rglob("*") if p.is_file() and not (set(p.relative_to(EXT).parts[:-1]) & EXCLUDE_DIRS)
-                  and not p.name.startswith("."))
+    return sorted(
+        p
+        for p in EXT.rglob("*")
+        if p.is_file() and not (set(p.relative_to(EXT).parts[:-1]) & EXCLUDE_DIRS) and not p.name.startswith(".")
+    )
 
 
 def referenced(manifest: dict) -> set[str]:
@@ -44,7 +48,11 @@ def write(path: Path, manifest: dict) -> None:
             info = zipfile.ZipInfo(rel, date_time=FIXED_TIME)
             info.compress_type = zipfile.ZIP_DEFLATED
             info.external_attr = 0o644 << 16
-            data = (json.dumps(manifest, indent=2, ensure_ascii=False) + "\n").encode() if rel == "manifest.json" else f.read_bytes()
+            data = (
+                (json.dumps(manifest, indent=2, ensure_ascii=False) + "\n").encode()
+                if rel == "manifest.json"
+                else f.read_bytes()
+            )
             z.writestr(info, data)
 
 
@@ -61,7 +69,10 @@ def main(argv: list[str]) -> int:
     write(out / "vibescope-extension.zip", manifest)
     store = {k: v for k, v in manifest.items() if k != "key"}
     write(out / "vibescope-extension-store.zip", store)
-    print(f"wrote {out / 'vibescope-extension.zip'} and {out / 'vibescope-extension-store.zip'} ({len(files())} files, version {manifest['version']})")
+    print(
+        f"wrote {out / 'vibescope-extension.zip'} and {out / 'vibescope-extension-store.zip'} "
+        f"({len(files())} files, version {manifest['version']})"
+    )
     return 0
 
 

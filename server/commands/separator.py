@@ -1,4 +1,5 @@
 """CLI for the BGM/OST separator: `data sep-mixtures`, `train separator`, `eval separator`."""
+
 from __future__ import annotations
 
 import argparse
@@ -19,12 +20,20 @@ def _data(args: argparse.Namespace) -> int:
 
     try:
         index = build_mixtures(
-            args.out, hours=args.hours, seed=args.seed, test=args.test, recipe=args.recipe,
+            args.out,
+            hours=args.hours,
+            seed=args.seed,
+            test=args.test,
+            recipe=args.recipe,
             progress=lambda it: tqdm(it, desc="mixtures", unit="clip", disable=args.quiet),
         )
     except DataError as exc:
         return _fail(str(exc))
-    print(json.dumps({"out": str(args.out), "clips": index["clips"], "sources": {k: len(v) for k, v in index["sources"].items()}}))
+    print(
+        json.dumps(
+            {"out": str(args.out), "clips": index["clips"], "sources": {k: len(v) for k, v in index["sources"].items()}}
+        )
+    )
     return 0
 
 
@@ -38,10 +47,25 @@ def _train(args: argparse.Namespace) -> int:
 
     if args.nice:
         os.nice(args.nice)
-    config = TrainConfig(steps=args.steps, batch=args.batch, lr=args.lr, threads=args.threads, seed=args.seed, hidden=args.hidden, layers=args.layers,
-                         ost_weight=args.ost_weight, lookahead=args.lookahead)
+    config = TrainConfig(
+        steps=args.steps,
+        batch=args.batch,
+        lr=args.lr,
+        threads=args.threads,
+        seed=args.seed,
+        hidden=args.hidden,
+        layers=args.layers,
+        ost_weight=args.ost_weight,
+        lookahead=args.lookahead,
+    )
     try:
-        path = train(args.data, args.out, config, resume=not args.no_resume, progress=None if args.quiet else (lambda **kw: tqdm(desc="train", unit="step", **kw)))
+        path = train(
+            args.data,
+            args.out,
+            config,
+            resume=not args.no_resume,
+            progress=None if args.quiet else (lambda **kw: tqdm(desc="train", unit="step", **kw)),
+        )
     except DataError as exc:
         return _fail(str(exc))
     print(path)
@@ -91,30 +115,45 @@ def _eval(args: argparse.Namespace) -> int:
         if args.json:
             print(json.dumps(diff))
         else:
-            print(f"\n{diff['method']} - {diff['versus']}, clip by clip (n {diff['n']}): "
-                  f"OST SI-SDRi {diff['ost_si_sdri_diff']:+.3f} dB (95 % CI {diff['ost_ci95'][0]:+.3f} .. {diff['ost_ci95'][1]:+.3f}), "
-                  f"music SI-SDRi {diff['music_si_sdri_diff']:+.3f} dB (95 % CI {diff['music_ci95'][0]:+.3f} .. {diff['music_ci95'][1]:+.3f})")
+            print(
+                f"\n{diff['method']} - {diff['versus']}, clip by clip (n {diff['n']}): "
+                f"OST SI-SDRi {diff['ost_si_sdri_diff']:+.3f} dB "
+                f"(95 % CI {diff['ost_ci95'][0]:+.3f} .. {diff['ost_ci95'][1]:+.3f}), "
+                f"music SI-SDRi {diff['music_si_sdri_diff']:+.3f} dB "
+                f"(95 % CI {diff['music_ci95'][0]:+.3f} .. {diff['music_ci95'][1]:+.3f})"
+            )
     return 0
 
 
 def register(groups: dict) -> None:
     p = groups["data"].add_parser(
-        "sep-mixtures", help="build BGM/OST separation mixtures from Debian packages",
+        "sep-mixtures",
+        help="build BGM/OST separation mixtures from Debian packages",
         description="Fetch the source packages (apt-get download + dpkg -x, cached in $VIBESCOPE_CACHE), "
         "decode them with PyAV and write DIR/<id>/{mixture,music,ost}.wav + meta.json (16 kHz mono).",
     )
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--hours", type=float, default=1.5, help="total duration of the 4 s clips (default 1.5)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    p.add_argument("--recipe", default="v3", choices=("v10", "v8", "v7", "v5", "v4", "v3", "v2"),
-                   help="v3 (default): with MIDI renders and espeak-ng speech; v4: + hedgewars voices; v5: + louder "
-                   "music in training; v7: + Asterisk's voice prompts; v8: + MegaGlest's voice lines; v10: + an Italian prompt voice and on-hold music; v2: the builder of the v1/v2 sets (rebuilds them bit for bit)")
-    p.add_argument("--test", action="store_true", help="build a held-out TEST set from the evaluation-reserved packages (never train on it)")
+    p.add_argument(
+        "--recipe",
+        default="v3",
+        choices=("v10", "v8", "v7", "v5", "v4", "v3", "v2"),
+        help="v3 (default): with MIDI renders and espeak-ng speech; v4: + hedgewars voices; v5: + louder "
+        "music in training; v7: + Asterisk's voice prompts; v8: + MegaGlest's voice lines; v10: + an Italian "
+        "prompt voice and on-hold music; v2: the builder of the v1/v2 sets (rebuilds them bit for bit)",
+    )
+    p.add_argument(
+        "--test",
+        action="store_true",
+        help="build a held-out TEST set from the evaluation-reserved packages (never train on it)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_data)
 
     p = groups["train"].add_parser(
-        "separator", help="train the causal BGM/OST separator",
+        "separator",
+        help="train the causal BGM/OST separator",
         description="Train on the train split of a sep-mixtures directory; checkpoints to OUT/separator.ckpt "
         "(resumed automatically), final weights to OUT/separator.pt.",
     )
@@ -125,11 +164,20 @@ def register(groups: dict) -> None:
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--hidden", type=int, default=256, help="GRU width (default 256)")
     p.add_argument("--layers", type=int, default=2, help="GRU layers (default 2)")
-    p.add_argument("--ost-weight", type=float, default=1.0,
-                   help="weight of the OST stem's loss against the music stem's 1 (default 1)")
-    p.add_argument("--lookahead", type=int, default=0, choices=(0, 1, 2),
-                   help="frames the mask sees ahead, 16 ms of lag each (default 0: 32 ms lag; 2: 64 ms); "
-                        "a resumed run keeps its checkpoint's")
+    p.add_argument(
+        "--ost-weight",
+        type=float,
+        default=1.0,
+        help="weight of the OST stem's loss against the music stem's 1 (default 1)",
+    )
+    p.add_argument(
+        "--lookahead",
+        type=int,
+        default=0,
+        choices=(0, 1, 2),
+        help="frames the mask sees ahead, 16 ms of lag each (default 0: 32 ms lag; 2: 64 ms); "
+        "a resumed run keeps its checkpoint's",
+    )
     p.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
     p.add_argument("--nice", type=int, default=10, help="lower the process priority by this much (default 10)")
     p.add_argument("--seed", type=int, default=0)
@@ -138,17 +186,30 @@ def register(groups: dict) -> None:
     p.set_defaults(func=_train)
 
     p = groups["eval"].add_parser(
-        "separator", help="evaluate the separator and its peers (SI-SDR, SI-SDRi, RTF)",
-        description="Mean/median SI-SDR and SI-SDRi of the OST and music stems, and the single-thread real-time factor.",
+        "separator",
+        help="evaluate the separator and its peers (SI-SDR, SI-SDRi, RTF)",
+        description="Mean/median SI-SDR and SI-SDRi of the OST and music stems, "
+        "and the single-thread real-time factor.",
     )
     p.add_argument("--data", required=True, help="sep-mixtures directory")
-    p.add_argument("--method", default="ours", help="ours, mixture, oracle-irm, dfn3, rnnoise, hpss, repet, noisereduce")
+    p.add_argument(
+        "--method", default="ours", help="ours, mixture, oracle-irm, dfn3, rnnoise, hpss, repet, noisereduce"
+    )
     p.add_argument("--all", action="store_true", help="evaluate every method")
     p.add_argument("--split", default=None, help="val (default for train/val sets), test, train or all")
     p.add_argument("--checkpoint", default=None, help="separator checkpoint (default models/separator.pt)")
     p.add_argument("--limit", type=int, default=None, help="evaluate only the first N clips")
     p.add_argument("--json", action="store_true", help="one JSON object per method per line")
-    p.add_argument("--versus", default=None, metavar="M",
-                   help="also evaluate method M and print --method minus M clip by clip: mean SI-SDRi differences with 95 %% intervals")
-    p.add_argument("--calibration", action="store_true", help="instead: reliability of music.probability per 100 ms tick (ECE, Brier, bins) as JSON")
+    p.add_argument(
+        "--versus",
+        default=None,
+        metavar="M",
+        help="also evaluate method M and print --method minus M clip by clip: "
+        "mean SI-SDRi differences with 95 %% intervals",
+    )
+    p.add_argument(
+        "--calibration",
+        action="store_true",
+        help="instead: reliability of music.probability per 100 ms tick (ECE, Brier, bins) as JSON",
+    )
     p.set_defaults(func=_eval)

@@ -11,12 +11,13 @@ Layout written by :func:`build_mixtures` (all audio 16 kHz mono float32 WAV)::
 ``test=True`` builds from the packages reserved for evaluation only (never train or tune on such
 a set).
 """
+
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable
 
 import numpy as np
 
@@ -26,6 +27,7 @@ from vibescope.stream.separator.mixing import SourcePool, make_clip
 from vibescope.stream.separator.sources import CLIP_SECONDS, RECIPES, discover_sources, source_table
 from vibescope.stream.separator.wavio import read_wav, write_wav
 from vibescope.stream.timebase import SAMPLE_RATE
+
 
 def build_mixtures(
     out: str | Path,

@@ -3,23 +3,25 @@
 Per method: mean and median SI-SDR (dB) of the OST and music estimates, their improvement over
 the unprocessed mixture (SI-SDRi), and the real-time factor on one thread: CPU seconds of this
 process per second of audio (``time.process_time``, so other users' load on a shared machine does
-not inflate it; a method that spread work over several threads would be charged for all of them). SI-SDR is only defined where the reference is present and is unbounded where the
+not inflate it; a method that spread work over several threads would be charged for all of
+them). SI-SDR is only defined where the reference is present and is unbounded where the
 mixture *is* the reference, so the scores are over the clips where both stems are present (the
 "both" clips, music-to-OST level -15..+10 dB); ``n`` counts them. Music-only and OST-only clips
 are used for the calibration of ``music.probability`` instead.
 """
+
 from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
 
+from stream.separator.streamer import SeparatorStreamer, stream_in_chunks
 from vibescope.stream.separator.dataset import Clip, load_clips
-from .streamer import SeparatorStreamer, stream_in_chunks
 
 METHODS = ("ours", "mixture", "oracle-irm", "dfn3", "rnnoise", "hpss", "repet", "noisereduce")
 SILENT_DB = -60.0  # a stem below this RMS (dBFS) is absent from the clip
@@ -31,7 +33,7 @@ def si_sdr(est: np.ndarray, ref: np.ndarray) -> float:
     ref = ref.astype(np.float64)
     alpha = np.dot(est, ref) / (np.dot(ref, ref) + 1e-12)
     target = alpha * ref
-    return float(10 * np.log10((np.sum(target ** 2) + 1e-12) / (np.sum((est - target) ** 2) + 1e-12)))
+    return float(10 * np.log10((np.sum(target**2) + 1e-12) / (np.sum((est - target) ** 2) + 1e-12)))
 
 
 def _present(x: np.ndarray) -> bool:
@@ -39,10 +41,10 @@ def _present(x: np.ndarray) -> bool:
 
 
 def _method(name: str, checkpoint: str | None) -> Callable[[Clip], tuple[np.ndarray, np.ndarray]]:
-    from . import peers
+    from stream.separator import peers
 
     if name == "ours":
-        from .model import load_shared
+        from stream.separator.model import load_shared
 
         model = load_shared(checkpoint)
 
@@ -80,7 +82,9 @@ def default_split(data: str | Path) -> str:
     return "val"
 
 
-def evaluate(data: str | Path, method: str, split: str | None = None, checkpoint: str | None = None, limit: int | None = None) -> dict:
+def evaluate(
+    data: str | Path, method: str, split: str | None = None, checkpoint: str | None = None, limit: int | None = None
+) -> dict:
     """Evaluate one method; returns ``{"method", "n", "ost_si_sdr", "ost_si_sdri", "music_si_sdr",
     "music_si_sdri", "rtf"}`` (means, dB) plus ``"_median"`` with the medians for the table."""
     os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -142,24 +146,31 @@ def public_row(row: dict) -> dict:
 
 
 def format_table(rows: list[dict]) -> str:
-    head = "| method | n | OST SI-SDR mean / median | OST SI-SDRi mean / median | music SI-SDR mean / median | music SI-SDRi mean / median | RTF (1 thread) |"
+    head = (
+        "| method | n | OST SI-SDR mean / median | OST SI-SDRi mean / median "
+        "| music SI-SDR mean / median | music SI-SDRi mean / median | RTF (1 thread) |"
+    )
     lines = [head, "|" + "---|" * 7]
     f = lambda v: "–" if v is None else f"{v:.2f}"  # noqa: E731
     for r in rows:
         m = r.get("_median", {})
         lines.append(
-            f"| {r['method']} | {r['n']} | {f(r['ost_si_sdr'])} / {f(m.get('ost'))} | {f(r['ost_si_sdri'])} / {f(m.get('ost_i'))} "
-            f"| {f(r['music_si_sdr'])} / {f(m.get('music'))} | {f(r['music_si_sdri'])} / {f(m.get('music_i'))} | {r['rtf']:.4f} |"
+            f"| {r['method']} | {r['n']} | {f(r['ost_si_sdr'])} / {f(m.get('ost'))} "
+            f"| {f(r['ost_si_sdri'])} / {f(m.get('ost_i'))} "
+            f"| {f(r['music_si_sdr'])} / {f(m.get('music'))} "
+            f"| {f(r['music_si_sdri'])} / {f(m.get('music_i'))} | {r['rtf']:.4f} |"
         )
     return "\n".join(lines)
 
 
-def calibration_report(data: str | Path, split: str | None = None, checkpoint: str | None = None, bins: int = 10) -> dict:
+def calibration_report(
+    data: str | Path, split: str | None = None, checkpoint: str | None = None, bins: int = 10
+) -> dict:
     """Reliability of ``music.probability`` per 100 ms tick over *all* clips of the split
     (music-only and OST-only clips included): expected calibration error, Brier score, accuracy
     at 0.5, and per-bin (count, mean predicted, observed frequency)."""
-    from .model import load_shared
-    from .train import tick_logits_and_labels
+    from stream.separator.model import load_shared
+    from stream.separator.train import tick_logits_and_labels
 
     torch.set_num_threads(1)
     split = split or default_split(data)
@@ -175,7 +186,14 @@ def calibration_report(data: str | Path, split: str | None = None, checkpoint: s
         if sel.any():
             conf, freq = float(p[sel].mean()), float(y[sel].mean())
             ece += sel.mean() * abs(conf - freq)
-            table.append({"bin": f"{edges[b]:.1f}-{edges[b + 1]:.1f}", "n": int(sel.sum()), "mean_p": round(conf, 3), "observed": round(freq, 3)})
+            table.append(
+                {
+                    "bin": f"{edges[b]:.1f}-{edges[b + 1]:.1f}",
+                    "n": int(sel.sum()),
+                    "mean_p": round(conf, 3),
+                    "observed": round(freq, 3),
+                }
+            )
     return {
         "split": split,
         "ticks": int(len(y)),

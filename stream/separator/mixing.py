@@ -1,5 +1,6 @@
 """Mixtures for the separator: music and an original soundtrack (speech, TTS, effects, silences)
 laid out on a timeline, coloured by random EQ, and mixed at a random music-to-OST level."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -7,6 +8,7 @@ import numpy as np
 from vibescope.stream.debian import DataError
 from vibescope.stream.separator.sources import CLIP_SECONDS, RECIPES, Source, cached_decode
 from vibescope.stream.timebase import SAMPLE_RATE
+
 
 def _rms(x: np.ndarray) -> float:
     return float(np.sqrt(np.mean(np.square(x, dtype=np.float64)) + 1e-12))
@@ -47,7 +49,7 @@ def _music_track(pool: SourcePool, rng: np.random.Generator, n: int) -> tuple[np
         if len(audio) < n:
             continue
         start = int(rng.integers(0, len(audio) - n + 1))
-        seg = audio[start:start + n].copy()
+        seg = audio[start : start + n].copy()
         if _rms(seg) > 3e-3:  # skip silent intros / endings
             return seg, f"{src.key}@{start / SAMPLE_RATE:.2f}"
     raise DataError("could not find a non-silent music segment")
@@ -70,16 +72,17 @@ def _ost_track(pool: SourcePool, rng: np.random.Generator, n: int) -> tuple[np.n
             continue
         if len(clip) > n - t:
             off = int(rng.integers(0, len(clip) - (n - t) + 1)) if kind == "effect" else 0
-            clip = clip[off:off + n - t]
+            clip = clip[off : off + n - t]
         gain = 10 ** (rng.uniform(-26.0, -14.0) / 20) / _rms(clip)
-        out[t:t + len(clip)] += clip * gain
+        out[t : t + len(clip)] += clip * gain
         used.append(src.key)
         t += len(clip) + int(rng.uniform(0.05, 1.2) * SAMPLE_RATE)
     return out, used
 
 
-def make_clip(pool: SourcePool, rng: np.random.Generator, seconds: float = CLIP_SECONDS,
-              loud_music: float = 0.0) -> tuple[dict[str, np.ndarray], dict]:
+def make_clip(
+    pool: SourcePool, rng: np.random.Generator, seconds: float = CLIP_SECONDS, loud_music: float = 0.0
+) -> tuple[dict[str, np.ndarray], dict]:
     """One mixture: ``({"mixture", "music", "ost"} float32 (n,), meta)``. With ``loud_music`` > 0,
     that fraction of the clips with both stems draws the music level from 0…+10 dB over the OST
     instead of −15…+10 dB (0: the same random draws as before the option existed)."""
@@ -110,5 +113,3 @@ def make_clip(pool: SourcePool, rng: np.random.Generator, seconds: float = CLIP_
     mixture = music + ost  # float32 sum: bit-exact with the stems written to disk
     meta["mixture_rms_db"] = round(20 * np.log10(_rms(mixture)), 3)
     return {"mixture": mixture, "music": music, "ost": ost}, meta
-
-

@@ -16,6 +16,7 @@ delayed, nor is the music logit.
 Shapes: waveforms ``(nb_samples, nb_timesteps)`` at 16 kHz; frames ``(nb_samples, nb_frames,
 N_FFT)``; spectra ``(nb_samples, nb_frames, N_BINS)``.
 """
+
 from __future__ import annotations
 
 import threading
@@ -116,7 +117,7 @@ class CausalMaskSeparator(nn.Module):
         spec = spec[:, :done]
         mask_logit = self.mask_head(feats[:, :done])
         if la:
-            ahead = torch.cat([feats[:, j:j + done] for j in range(1, la + 1)], dim=-1)
+            ahead = torch.cat([feats[:, j : j + done] for j in range(1, la + 1)], dim=-1)
             mask_logit = mask_logit + self.lookahead_head(ahead)
         return T.istft(spec * torch.sigmoid(mask_logit)), logits, h, past
 
@@ -138,7 +139,7 @@ class CausalMaskSeparator(nn.Module):
         head = state_dict.get("lookahead_head.weight")
         return 0 if head is None else head.shape[1] // state_dict["mask_head.weight"].shape[1]
 
-    def with_lookahead(self, frames: int) -> "CausalMaskSeparator":
+    def with_lookahead(self, frames: int) -> CausalMaskSeparator:
         """A copy of this model with ``frames`` of look-ahead, its look-ahead term zero: the same
         offline outputs, streamed ``frames`` hops later. Where look-ahead fine-tuning starts."""
         if self.lookahead:
@@ -160,7 +161,7 @@ class CausalMaskSeparator(nn.Module):
         }
 
     @classmethod
-    def from_checkpoint(cls, ckpt: dict) -> "CausalMaskSeparator":
+    def from_checkpoint(cls, ckpt: dict) -> CausalMaskSeparator:
         model = cls(SeparatorConfig(**ckpt["config"]))
         model.load_state_dict(ckpt["state_dict"])
         model.calibration = Calibration(**ckpt.get("calibration", {}))
@@ -180,7 +181,9 @@ def load_shared(path: str | Path | None = None) -> CausalMaskSeparator:
     with _SHARED_LOCK:
         if key not in _SHARED:
             if not path.exists():
-                raise FileNotFoundError(f"separator checkpoint not found: {path} (train one with `vibescope train separator`)")
+                raise FileNotFoundError(
+                    f"separator checkpoint not found: {path} (train one with `vibescope train separator`)"
+                )
             ckpt = torch.load(path, map_location="cpu", weights_only=True)
             model = CausalMaskSeparator.from_checkpoint(ckpt)
             for p in model.parameters():

@@ -6,16 +6,17 @@ rest, ``mixture - ost``. Their processing delay is removed with the constant mea
 cross-correlation (:func:`measure_delay`; see ``DELAYS``), so no peer is penalised for latency.
 These are evaluation-only dependencies (the ``eval`` extra); none is imported by the product.
 """
+
 from __future__ import annotations
 
 import ctypes
 import os
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import torch
 
-from . import transforms as T
+from stream.separator import transforms as T
 
 SR = 16000
 SR_48K = 48000
@@ -40,7 +41,7 @@ def _down(x: np.ndarray) -> np.ndarray:
 
 
 def _align(y: np.ndarray, delay: int, n: int) -> np.ndarray:
-    y = y[delay:delay + n]
+    y = y[delay : delay + n]
     return np.pad(y, (0, n - len(y))).astype(np.float32)
 
 
@@ -71,7 +72,11 @@ class DeepFilterNet3:
         lib.df_get_frame_length.restype = ctypes.c_size_t
         lib.df_get_frame_length.argtypes = [ctypes.c_void_p]
         lib.df_process_frame.restype = ctypes.c_float
-        lib.df_process_frame.argtypes = [ctypes.c_void_p, ctypes.POINTER(ctypes.c_float), ctypes.POINTER(ctypes.c_float)]
+        lib.df_process_frame.argtypes = [
+            ctypes.c_void_p,
+            ctypes.POINTER(ctypes.c_float),
+            ctypes.POINTER(ctypes.c_float),
+        ]
         lib.df_free.argtypes = [ctypes.c_void_p]
         self.lib = lib
         self.model_path = os.fspath(assets.model_path).encode()
@@ -89,9 +94,9 @@ class DeepFilterNet3:
             pin = buf_in.ctypes.data_as(ctypes.POINTER(ctypes.c_float))
             pout = buf_out.ctypes.data_as(ctypes.POINTER(ctypes.c_float))
             for i in range(0, len(up), hop):
-                buf_in[:] = up[i:i + hop]
+                buf_in[:] = up[i : i + hop]
                 self.lib.df_process_frame(st, pin, pout)
-                out[i:i + hop] = buf_out
+                out[i : i + hop] = buf_out
         finally:
             self.lib.df_free(st)
         return _down(out)[: len(x)]
@@ -121,9 +126,9 @@ class RNNoise:
             buf = np.zeros(frame, np.float32)
             ptr = buf.ctypes.data_as(ctypes.POINTER(ctypes.c_float))
             for i in range(0, len(up), frame):
-                buf[:] = up[i:i + frame]
+                buf[:] = up[i : i + frame]
                 rn.lib.rnnoise_process_frame(st, ptr, ptr)
-                out[i:i + frame] = buf
+                out[i : i + frame] = buf
         finally:
             rn.destroy(st)
         return _down(out / 32767.0)[: len(x)]
@@ -155,7 +160,7 @@ def hpss(x: np.ndarray, kernel: int = 17, power: float = 2.0) -> tuple[np.ndarra
     mag = np.abs(spec)
     harm = median_filter(mag, size=(1, kernel))
     perc = median_filter(mag, size=(kernel, 1))
-    mask_h = harm ** power / (harm ** power + perc ** power + 1e-12)
+    mask_h = harm**power / (harm**power + perc**power + 1e-12)
     music = inverse(spec * mask_h)
     return x - music, music
 

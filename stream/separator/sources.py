@@ -4,6 +4,7 @@
 The split is by *source file* (a hash of package + path): no file feeds both train and val.
 Test sets come only from packages reserved for evaluation (``vibescope.stream.debian``).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -16,7 +17,6 @@ import numpy as np
 from vibescope.stream import cache_dir
 from vibescope.stream.debian import fetch_package
 from vibescope.stream.source import decode_audio
-from vibescope.stream.timebase import SAMPLE_RATE
 
 CLIP_SECONDS = 4.0
 VAL_BUCKETS = 10  # one source file in ten goes to validation
@@ -63,17 +63,29 @@ RESERVED_PACKAGES = frozenset(p for kinds in RESERVED_SOURCES.values() for p in 
 HEDGEWARS_VOICES = {"speech": {"hedgewars-data": ("usr/share/games/hedgewars/Data/Sounds/voices/*/*.ogg",)}}
 # clean studio speech: Asterisk's core voice prompts, G.722 (16 kHz wideband), 2831 prompts, about
 # 2.4 h, five speakers in English, Spanish, French, Italian and Russian (CC-BY-SA-3.0 / CC-BY-3.0)
-ASTERISK_VOICES = {"speech": {f"asterisk-core-sounds-{lang}-g722": ("usr/share/asterisk/sounds/**/*.g722",)
-                              for lang in ("en", "es", "fr", "it", "ru")}}
+ASTERISK_VOICES = {
+    "speech": {
+        f"asterisk-core-sounds-{lang}-g722": ("usr/share/asterisk/sounds/**/*.g722",)
+        for lang in ("en", "es", "fr", "it", "ru")
+    }
+}
 # more actors: MegaGlest's unit voice lines (acknowledge / select: 399 lines, 6 min, seven factions'
 # voice actors; CC-BY-SA-3.0); its attack/die/hit sounds are left out (grunts, weapons)
-MEGAGLEST_VOICES = {"speech": {"megaglest-data": tuple(
-    f"usr/share/games/megaglest/techs/megapack/factions/*/units/*/sounds/*_{what}*.wav" for what in ("ack", "select"))}}
+MEGAGLEST_VOICES = {
+    "speech": {
+        "megaglest-data": tuple(
+            f"usr/share/games/megaglest/techs/megapack/factions/*/units/*/sounds/*_{what}*.wav"
+            for what in ("ack", "select")
+        )
+    }
+}
 # one more studio speaker (Asterisk's Italian prompts by Paola Menardi, 555 prompts, 25 min, 8 kHz PCM,
 # CC-BY-SA-3.0) and on-hold music in the style of added BGM (Asterisk's opsound tracks, 5 tracks,
 # 18 min, 16 kHz G.722, CC-BY-SA-3.0)
-ASTERISK_MORE = {"speech": {"asterisk-prompt-it-menardi-wav": ("usr/share/asterisk/sounds/it_IT_f_Menardi/**/*.wav",)},
-                 "music": {"asterisk-moh-opsound-g722": ("usr/share/asterisk/moh/*.g722",)}}
+ASTERISK_MORE = {
+    "speech": {"asterisk-prompt-it-menardi-wav": ("usr/share/asterisk/sounds/it_IT_f_Menardi/**/*.wav",)},
+    "music": {"asterisk-moh-opsound-g722": ("usr/share/asterisk/moh/*.g722",)},
+}
 
 
 def _extend(base: dict, sources: dict | None = None, **options) -> dict:
@@ -133,7 +145,9 @@ class Source:
 def source_table(recipe: str) -> dict[str, dict[str, tuple[str, ...]]]:
     """The packages a recipe's train/validation sets draw from (kind -> package -> globs)."""
     extra = RECIPES[recipe].get("extra_sources", {})
-    return {kind: {**TRAIN_SOURCES.get(kind, {}), **extra.get(kind, {})} for kind in dict.fromkeys([*TRAIN_SOURCES, *extra])}
+    return {
+        kind: {**TRAIN_SOURCES.get(kind, {}), **extra.get(kind, {})} for kind in dict.fromkeys([*TRAIN_SOURCES, *extra])
+    }
 
 
 def split_of(key: str) -> str:

@@ -12,6 +12,7 @@ released when the next one arrives (``lag_ticks = 1``), or on ``flush()``.
 - ``ost_to_music_db``: energy ratio of the OST stem to the music stem in the tick, dB.
 Ticks without audio (video-only media) pass through with these fields set to None.
 """
+
 from __future__ import annotations
 
 import math
@@ -19,12 +20,12 @@ from typing import Any
 
 import numpy as np
 
+from stream.separator import transforms as T
+from stream.separator.model import CausalMaskSeparator, load_shared
+from stream.separator.streamer import SeparatorStreamer
 from vibescope.stream.cards import card
 from vibescope.stream.stage import Tick, apply_each, single
 from vibescope.stream.timebase import TICK_SAMPLES
-from . import transforms as T
-from .model import CausalMaskSeparator, load_shared
-from .streamer import SeparatorStreamer
 
 EPS = 1e-10
 
@@ -62,7 +63,7 @@ class SeparatorStage:
         return single(SeparatorStage.push_batch([self], [tick]))
 
     @staticmethod
-    def push_batch(stages: "list[SeparatorStage]", ticks: list[Tick]) -> list[list[Tick] | Exception]:
+    def push_batch(stages: list[SeparatorStage], ticks: list[Tick]) -> list[list[Tick] | Exception]:
         """One tick per session; the model runs once for all sessions' new frames."""
         audio = apply_each(SeparatorStage._take_audio, stages, ticks)
         fed = [i for i, a in enumerate(audio) if isinstance(a, np.ndarray)]
@@ -70,7 +71,7 @@ class SeparatorStage:
             stems = SeparatorStreamer.feed_many([stages[i].streamer for i in fed], [audio[i] for i in fed])
         except Exception as exc:
             return [exc] * len(stages)
-        for i, st in zip(fed, stems):
+        for i, st in zip(fed, stems, strict=False):
             audio[i] = st
         return apply_each(SeparatorStage._after, stages, ticks, audio)
 
@@ -151,8 +152,8 @@ class SeparatorStage:
             self._stem_start = end
             first_frame = -(-pos // T.HOP)  # first frame centred at or after the tick start
             i, j = first_frame - self._logit_start, last_frame + 1 - self._logit_start
-            logits = self._logits[max(i, 0):max(j, 0)]
-            self._logits = self._logits[max(j, 0):]
+            logits = self._logits[max(i, 0) : max(j, 0)]
+            self._logits = self._logits[max(j, 0) :]
             self._logit_start = max(self._logit_start, last_frame + 1)
             if had_audio:
                 self._fill(tick, ost, music, logits)

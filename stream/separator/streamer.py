@@ -13,6 +13,7 @@ look-ahead and their features, input not yet emitted, overlap-add tail, GRU stat
 undrained music logits) is in ``state_dict()`` as numpy arrays and ints; ``to_bytes``
 / ``from_bytes`` round-trip it through ``np.savez`` (no pickle).
 """
+
 from __future__ import annotations
 
 import io
@@ -21,8 +22,8 @@ import time
 import numpy as np
 import torch
 
-from . import transforms as T
-from .model import CausalMaskSeparator, load_shared
+from stream.separator import transforms as T
+from stream.separator.model import CausalMaskSeparator, load_shared
 
 STEMS = ("ost", "music")
 
@@ -81,11 +82,11 @@ class SeparatorStreamer:
         return SeparatorStreamer.feed_many([self], [x])[0]
 
     @staticmethod
-    def feed_many(streamers: "list[SeparatorStreamer]", xs: list[np.ndarray]) -> list[np.ndarray]:
+    def feed_many(streamers: list[SeparatorStreamer], xs: list[np.ndarray]) -> list[np.ndarray]:
         """``feed`` for several streams at once: streams with as many new frames share one model
         call (a batch row and a GRU state row each). Same values as ``feed``, up to the last bits."""
         xs = [np.asarray(x, dtype=np.float32).reshape(-1) for x in xs]
-        for s, x in zip(streamers, xs):
+        for s, x in zip(streamers, xs, strict=False):
             s._fed += len(x)
         return SeparatorStreamer._process_many(streamers, xs)
 
@@ -93,8 +94,8 @@ class SeparatorStreamer:
         return SeparatorStreamer._process_many([self], [x])[0]
 
     @staticmethod
-    def _process_many(streamers: "list[SeparatorStreamer]", xs: list[np.ndarray]) -> list[np.ndarray]:
-        cut = [s._cut_frames(x) for s, x in zip(streamers, xs)]
+    def _process_many(streamers: list[SeparatorStreamer], xs: list[np.ndarray]) -> list[np.ndarray]:
+        cut = [s._cut_frames(x) for s, x in zip(streamers, xs, strict=False)]
         out: list[np.ndarray] = [np.zeros((2, 0), np.float32)] * len(streamers)
         groups: dict[tuple[int, int, int], list[int]] = {}
         for i, c in enumerate(cut):
@@ -104,15 +105,21 @@ class SeparatorStreamer:
         for members in groups.values():
             frames = torch.from_numpy(np.stack([cut[i][1] for i in members]))
             h = torch.from_numpy(np.concatenate([streamers[i]._h for i in members], axis=1))
-            past = (torch.from_numpy(np.stack([streamers[i]._past_frames for i in members])),
-                    torch.from_numpy(np.stack([streamers[i]._past_feats for i in members])))
+            past = (
+                torch.from_numpy(np.stack([streamers[i]._past_frames for i in members])),
+                torch.from_numpy(np.stack([streamers[i]._past_feats for i in members])),
+            )
             with torch.inference_mode():
                 ost_frames, logits, h, past = streamers[members[0]].model.forward_frames(frames, h, past)
             ost_frames, logits, h = ost_frames.numpy(), logits.numpy(), h.numpy()
             past_frames, past_feats = past[0].numpy(), past[1].numpy()
             for b, i in enumerate(members):
                 s = streamers[i]
-                s._h, s._past_frames, s._past_feats = h[:, b:b + 1].copy(), past_frames[b].copy(), past_feats[b].copy()
+                s._h, s._past_frames, s._past_feats = (
+                    h[:, b : b + 1].copy(),
+                    past_frames[b].copy(),
+                    past_feats[b].copy(),
+                )
                 s._logits = np.concatenate([s._logits, logits[b]])
                 s._mix = np.concatenate([s._mix, cut[i][0]])
                 out[i] = s._overlap_add(ost_frames[b])
@@ -126,8 +133,8 @@ class SeparatorStreamer:
             self._pending = buf.copy()
             return None
         full = np.concatenate([self._context, buf[: k * T.HOP]])  # input from (frames-1)*HOP on
-        self._pending = buf[k * T.HOP:].copy()
-        self._context = full[-T.PAD:].copy()
+        self._pending = buf[k * T.HOP :].copy()
+        self._context = full[-T.PAD :].copy()
         frames = np.lib.stride_tricks.sliding_window_view(full, T.N_FFT)[:: T.HOP]
         return buf[: k * T.HOP].copy(), np.array(frames, dtype=np.float32)
 
@@ -139,15 +146,15 @@ class SeparatorStreamer:
         # overlap-add at 50 % overlap: each hop is the second half of frame i-1 plus the first of frame i
         halves = ost_frames.reshape(k, 2, T.HOP)
         out = np.empty((k + 1) * T.HOP, np.float32)
-        out[:T.HOP] = self._ola
-        out[T.HOP:] = halves[:, 1].reshape(-1)
-        out[:k * T.HOP] += halves[:, 0].reshape(-1)
-        self._ola = out[k * T.HOP:].copy()
+        out[: T.HOP] = self._ola
+        out[T.HOP :] = halves[:, 1].reshape(-1)
+        out[: k * T.HOP] += halves[:, 0].reshape(-1)
+        self._ola = out[k * T.HOP :].copy()
         ost = out[: k * T.HOP]
         if self._out_frames == 0:  # the first frame's first hop lies before the stream started
-            ost = ost[T.HOP:]
+            ost = ost[T.HOP :]
         self._out_frames += k
-        mixture, self._mix = self._mix[: len(ost)], self._mix[len(ost):]
+        mixture, self._mix = self._mix[: len(ost)], self._mix[len(ost) :]
         n = min(len(ost), self._fed - self._emitted)
         self._emitted += n
         return np.stack([ost[:n], mixture[:n] - ost[:n]])
@@ -203,7 +210,7 @@ class SeparatorStreamer:
             self._past_frames = np.zeros((0, T.N_FFT), np.float32)
             self._past_feats = np.zeros((0, self.model.feature_size), np.float32)
             self._out_frames = int(state["frames"])
-            self._mix = self._context[-T.HOP:].copy() if self._out_frames else np.zeros(0, np.float32)
+            self._mix = self._context[-T.HOP :].copy() if self._out_frames else np.zeros(0, np.float32)
         self._fed = int(state["fed"])
         self._emitted = int(state["emitted"])
         self._logits = np.asarray(state["logits"], np.float32).copy()
@@ -219,7 +226,7 @@ class SeparatorStreamer:
             self.load_state_dict({k: z[k] for k in z.files})
 
     @classmethod
-    def from_bytes(cls, blob: bytes, model: CausalMaskSeparator | None = None) -> "SeparatorStreamer":
+    def from_bytes(cls, blob: bytes, model: CausalMaskSeparator | None = None) -> SeparatorStreamer:
         streamer = cls(model)
         streamer.load_bytes(blob)
         return streamer
@@ -231,7 +238,7 @@ def stream_in_chunks(streamer: SeparatorStreamer, x: np.ndarray, sizes: list[int
     outs, pos, i = [], 0, 0
     while pos < len(x):
         n = sizes[i % len(sizes)]
-        outs.append(streamer.feed(x[pos:pos + n]))
+        outs.append(streamer.feed(x[pos : pos + n]))
         pos, i = pos + n, i + 1
     outs.append(streamer.flush())
     return np.concatenate(outs, axis=1)

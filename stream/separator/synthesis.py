@@ -1,6 +1,7 @@
 """Audio the separator's data sets make rather than find: speech read by TTS voices (flite,
 espeak-ng) and music rendered from MIDI files (fluidsynth), all run from unpacked Debian packages.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -34,9 +35,23 @@ ESPEAK_VARIANTS = ("m1", "m2", "m3", "m4", "m5", "m7", "f1", "f2", "f3", "f4", "
 ESPEAK_MAX_PER_LANG = 60
 ESPEAK_MAX_WORD_LISTS = 60
 RUNTIME_LIBS = (  # shared libraries fluidsynth/espeak-ng need that a bare system lacks
-    "libsdl2-2.0-0", "libpulse0", "libasyncns0", "libjack-jackd2-0", "libinstpatch-1.0-2", "libsndfile1",
-    "libsamplerate0", "libwayland-egl1", "libwayland-cursor0", "libdecor-0-0", "libflac12", "libvorbis0a",
-    "libvorbisenc2", "libopus0", "libogg0", "libmpg123-0", "libmp3lame0",
+    "libsdl2-2.0-0",
+    "libpulse0",
+    "libasyncns0",
+    "libjack-jackd2-0",
+    "libinstpatch-1.0-2",
+    "libsndfile1",
+    "libsamplerate0",
+    "libwayland-egl1",
+    "libwayland-cursor0",
+    "libdecor-0-0",
+    "libflac12",
+    "libvorbis0a",
+    "libvorbisenc2",
+    "libopus0",
+    "libogg0",
+    "libmpg123-0",
+    "libmp3lame0",
 )
 
 
@@ -50,7 +65,21 @@ def render_midi(mid: Path, wav: Path) -> bool:
         return False
     wav.parent.mkdir(parents=True, exist_ok=True)
     tmp = wav.with_suffix(".tmp.wav")
-    cmd = [str(binary), "-ni", "-q", "-g", "0.6", "-r", str(SAMPLE_RATE), "-T", "wav", "-F", str(tmp), str(font), str(mid)]
+    cmd = [
+        str(binary),
+        "-ni",
+        "-q",
+        "-g",
+        "0.6",
+        "-r",
+        str(SAMPLE_RATE),
+        "-T",
+        "wav",
+        "-F",
+        str(tmp),
+        str(font),
+        str(mid),
+    ]
     try:
         proc = subprocess.run(["timeout", "120", *cmd], env=env, capture_output=True)
     except OSError:
@@ -85,7 +114,10 @@ def dialogue_lines(text_root: Path, lang: str) -> list[tuple[str, str]]:
     for lua in sorted(text_root.glob(TTS_TEXT[1].format(lang=lang))):
         text = lua.read_text(errors="ignore")
         if lang == "en":
-            pairs += [(m.group(1), m.group(1)) for m in re.finditer(r'dialogId\("[^"]*",\s*"[^"]*",\s*"([^"]{12,200})"\)', text)]
+            pairs += [
+                (m.group(1), m.group(1))
+                for m in re.finditer(r'dialogId\("[^"]*",\s*"[^"]*",\s*"([^"]{12,200})"\)', text)
+            ]
         else:
             pat = r'dialogId\("[^"]*",\s*"[^"]*",\s*"([^"]{12,200})"\)\s*dialogStr\("([^"]{12,200})"\)'
             pairs += [(m.group(1), m.group(2)) for m in re.finditer(pat, text)]
@@ -102,11 +134,13 @@ def _word_lists(rng: np.random.Generator) -> list[tuple[str, str]]:
     for lang in ESPEAK_LANGS:
         syll = sorted({p.stem for p in klettres.glob(f"usr/share/klettres/{lang}/syllab/*.ogg")})
         for i in range(0, len(syll) - 5, 6):
-            lists.append((lang, ", ".join(syll[i:i + 6])))
+            lists.append((lang, ", ".join(syll[i : i + 6])))
     theme = ktuberling / "usr/share/ktuberling/sounds/en.soundtheme"
-    names = sorted({n.split("_")[-1] for n in re.findall(r'name="([^"]+)"', theme.read_text())}) if theme.exists() else []
+    names = (
+        sorted({n.split("_")[-1] for n in re.findall(r'name="([^"]+)"', theme.read_text())}) if theme.exists() else []
+    )
     for i in range(0, len(names) - 4, 5):
-        lists.append(("en", ", ".join(names[i:i + 5])))
+        lists.append(("en", ", ".join(names[i : i + 5])))
     if len(lists) > ESPEAK_MAX_WORD_LISTS:
         lists = [lists[i] for i in sorted(rng.choice(len(lists), ESPEAK_MAX_WORD_LISTS, replace=False))]
     return lists
@@ -141,7 +175,19 @@ def espeak_sources() -> list[Source]:
         key = f"espeak/{lang}+{variant}/{hashlib.sha1(text.encode()).hexdigest()[:16]}"
         wav = out_dir / (key.replace("/", "_").replace("+", "_") + f"_p{pitch}s{speed}.wav")
         if not wav.exists():
-            cmd = [str(binary), f"--path={data_parent}", "-v", f"{lang}+{variant}", "-p", str(pitch), "-s", str(speed), "-w", str(wav), text]
+            cmd = [
+                str(binary),
+                f"--path={data_parent}",
+                "-v",
+                f"{lang}+{variant}",
+                "-p",
+                str(pitch),
+                "-s",
+                str(speed),
+                "-w",
+                str(wav),
+                text,
+            ]
             proc = subprocess.run(cmd, env=env, capture_output=True)
             if proc.returncode != 0 or not wav.exists():
                 wav.unlink(missing_ok=True)
@@ -170,11 +216,11 @@ def tts_sources() -> list[Source]:
         key = f"tts/{voice}/{hashlib.sha1(text.encode()).hexdigest()[:16]}"
         wav = out_dir / (key.replace("/", "_") + ".wav")
         if not wav.exists():
-            proc = subprocess.run([str(binary), "-voice", voice, "-t", text, "-o", str(wav)], env=env, capture_output=True)
+            proc = subprocess.run(
+                [str(binary), "-voice", voice, "-t", text, "-o", str(wav)], env=env, capture_output=True
+            )
             if proc.returncode != 0 or not wav.exists():
                 return sources
         # split by sentence, so one sentence never feeds both splits
         sources.append(Source(key, "tts", wav, split_of("tts/" + text)))
     return sources
-
-

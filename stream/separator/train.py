@@ -6,8 +6,9 @@ the OST stem of another. Half of the music crops are also re-pitched (playback s
 and re-equalised (±6 dB); 30 % of the OST crops are re-pitched (speed 0.9-1.1), 30 % re-equalised
 (±4 dB) and 25 % reverberated (synthetic exponential-decay room response, RT60 0.1-0.5 s) — the
 OST *target* is the augmented one, so the mixture is always music + OST; re-mixed items and half of
-the others get a new music-to-OST level (-15..+10 dB) and loudness (-35..-15 dBFS). Validation clips are never seen by the optimiser; they are used to pick nothing but the
-Platt calibration of ``music.probability`` (fitted after training).
+the others get a new music-to-OST level (-15..+10 dB) and loudness (-35..-15 dBFS). Validation
+clips are never seen by the optimiser; they are used to pick nothing but the Platt calibration
+of ``music.probability`` (fitted after training).
 
 Loss per stem: a soft-thresholded negative SNR (Wisdom et al., MixIT): ``10 log10(|s - ŝ|² +
 τ|x|²) - 10 log10(|s|² + τ|x|²)`` with τ = 1e-3, which is defined for silent stems too, plus a
@@ -15,22 +16,23 @@ binary cross-entropy on per-frame music presence. ``ost_weight`` (default 1) sca
 stem's term: the stems always sum to the mixture, so weighting one trades the other's accuracy for
 its own.
 """
+
 from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
 
-from . import transforms as T
+from stream.separator import transforms as T
+from stream.separator.model import CausalMaskSeparator, SeparatorConfig
 from vibescope.stream.debian import DataError
 from vibescope.stream.separator.dataset import Clip, load_clips
 from vibescope.stream.separator.mixing import random_eq
-from .model import CausalMaskSeparator, SeparatorConfig
 
 CROP = 3 * T.SAMPLE_RATE
 TAU = 1e-3
@@ -78,8 +80,8 @@ class BatchSampler:
     def __init__(self, clips: list[Clip], seed: int) -> None:
         self.music = np.stack([c.music for c in clips])
         self.ost = np.stack([c.ost for c in clips])
-        self.music_rms = np.sqrt(np.mean(self.music ** 2, axis=1))
-        self.ost_rms = np.sqrt(np.mean(self.ost ** 2, axis=1))
+        self.music_rms = np.sqrt(np.mean(self.music**2, axis=1))
+        self.ost_rms = np.sqrt(np.mean(self.ost**2, axis=1))
         self.seed = seed
 
     def batch(self, step: int, size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -91,7 +93,7 @@ class BatchSampler:
             i = int(rng.integers(n_clips))
             j = i if rng.random() < 0.5 else int(rng.integers(n_clips))
             si, sj = int(rng.integers(0, n - CROP + 1)), int(rng.integers(0, n - CROP + 1))
-            m, o = self.music[i, si:si + CROP].copy(), self.ost[j, sj:sj + CROP].copy()
+            m, o = self.music[i, si : si + CROP].copy(), self.ost[j, sj : sj + CROP].copy()
             if rng.random() < 0.5:  # augmentation: other keys/tempi and timbres of the music
                 m = _resample(self.music[i], rng.uniform(0.85, 1.15), si, CROP)
                 m = random_eq(m, rng, 6.0)
@@ -102,7 +104,7 @@ class BatchSampler:
             if rng.random() < OST_REVERB_P:  # other rooms: the OST target itself is reverberant
                 o = add_reverb(o, rng)
             if i != j or rng.random() < 0.5:
-                rm, ro = np.sqrt(np.mean(m ** 2)), np.sqrt(np.mean(o ** 2))
+                rm, ro = np.sqrt(np.mean(m**2)), np.sqrt(np.mean(o**2))
                 if rm > 1e-5 and ro > 1e-5:
                     m *= ro / rm * 10 ** (rng.uniform(-15, 10) / 20)
                 mix_rms = np.sqrt(np.mean((m + o) ** 2))
@@ -124,7 +126,7 @@ def synthetic_rir(rng: np.random.Generator, rt60: float, sample_rate: int = T.SA
     tail = rng.standard_normal(n) * np.exp(-6.9078 * t / rt60)
     tail[: int(rng.uniform(0.001, 0.005) * sample_rate)] = 0.0
     drr_db = rng.uniform(0.0, 12.0)
-    tail *= 10 ** (-drr_db / 20) / (np.sqrt(np.sum(tail ** 2)) + 1e-12)
+    tail *= 10 ** (-drr_db / 20) / (np.sqrt(np.sum(tail**2)) + 1e-12)
     tail[0] = 1.0
     return tail.astype(np.float32)
 
@@ -136,7 +138,7 @@ def add_reverb(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     n = len(x) + len(h) - 1
     nfft = 1 << (n - 1).bit_length()
     y = np.fft.irfft(np.fft.rfft(x, nfft) * np.fft.rfft(h, nfft), nfft)[: len(x)]
-    rx, ry = np.sqrt(np.mean(x.astype(np.float64) ** 2)), np.sqrt(np.mean(y ** 2))
+    rx, ry = np.sqrt(np.mean(x.astype(np.float64) ** 2)), np.sqrt(np.mean(y**2))
     return (y * (rx / ry) if ry > 1e-12 else y).astype(np.float32)
 
 
@@ -189,7 +191,7 @@ def tick_logits_and_labels(model: CausalMaskSeparator, clips: list[Clip]) -> tup
             for t in range(n_ticks):
                 sel = (centres >= t * tick) & (centres < (t + 1) * tick)
                 zs.append(float(logits[sel].mean()))
-                ys.append(tick_label(c.music[t * tick:(t + 1) * tick], c.mixture[t * tick:(t + 1) * tick]))
+                ys.append(tick_label(c.music[t * tick : (t + 1) * tick], c.mixture[t * tick : (t + 1) * tick]))
     return np.array(zs, np.float32), np.array(ys, np.float32)
 
 
@@ -225,7 +227,10 @@ def train(
     if state is not None:  # the checkpoint decides (finetune_init --lookahead writes one with it)
         lookahead = CausalMaskSeparator.lookahead_of(state["model"])
         if config.lookahead and config.lookahead != lookahead:
-            raise DataError(f"{ckpt_path} has look-ahead {lookahead}, not {config.lookahead}: resume it without --lookahead, or use --no-resume")
+            raise DataError(
+                f"{ckpt_path} has look-ahead {lookahead}, not {config.lookahead}: "
+                "resume it without --lookahead, or use --no-resume"
+            )
     model = CausalMaskSeparator(SeparatorConfig(hidden=config.hidden, layers=config.layers, lookahead=lookahead))
     opt = torch.optim.Adam(model.parameters(), lr=config.lr)
     sched = torch.optim.lr_scheduler.LambdaLR(
@@ -266,7 +271,16 @@ def train(
             bar.set_postfix(sep_loss=f"{ema:.2f}", bce=f"{bce.item():.3f}")
         if step % config.checkpoint_every == 0 or step == config.steps:
             tmp = ckpt_path.with_suffix(".tmp")
-            torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(), "step": step, "config": config.__dict__}, tmp)
+            torch.save(
+                {
+                    "model": model.state_dict(),
+                    "opt": opt.state_dict(),
+                    "sched": sched.state_dict(),
+                    "step": step,
+                    "config": config.__dict__,
+                },
+                tmp,
+            )
             tmp.replace(ckpt_path)
     if bar is not None:
         bar.close()
@@ -274,6 +288,20 @@ def train(
     a, b = fit_calibration(model, val_clips)
     model.calibration.scale, model.calibration.bias = a, b
     final = out / "separator.pt"
-    torch.save(model.checkpoint(train={"steps": step, "batch": config.batch, "lr": config.lr, "seed": config.seed, "ost_weight": config.ost_weight, "lookahead": lookahead, "data": str(data), "seconds": round(time.time() - t0, 1)}), final)
+    torch.save(
+        model.checkpoint(
+            train={
+                "steps": step,
+                "batch": config.batch,
+                "lr": config.lr,
+                "seed": config.seed,
+                "ost_weight": config.ost_weight,
+                "lookahead": lookahead,
+                "data": str(data),
+                "seconds": round(time.time() - t0, 1),
+            }
+        ),
+        final,
+    )
     log(f"wrote {final} (calibration scale {a:.3f} bias {b:.3f})")
     return final

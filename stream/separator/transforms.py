@@ -7,6 +7,7 @@ sums to one, so overlap-add reconstructs the input exactly. The signal is left-p
 output samples ``[(k-1)*HOP, k*HOP)`` are final once frame ``k`` is done: the algorithmic lag is
 ``N_FFT`` samples (32 ms). Nothing here looks at future frames.
 """
+
 from __future__ import annotations
 
 import math
@@ -62,4 +63,4 @@ def overlap_add(frames: torch.Tensor, n_samples: int) -> torch.Tensor:
     out = torch.nn.functional.fold(
         frames.transpose(1, 2), output_size=(1, total), kernel_size=(1, n), stride=(1, HOP)
     ).reshape(b, total)
-    return out[:, PAD:PAD + n_samples]
+    return out[:, PAD : PAD + n_samples]

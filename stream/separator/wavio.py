@@ -3,6 +3,7 @@
 
 Reading accepts 16-bit PCM and 32-bit float mono/multi-channel files (channels are averaged).
 """
+
 from __future__ import annotations
 
 import struct
@@ -33,8 +34,8 @@ def read_wav(path: str | Path) -> tuple[np.ndarray, int]:
         raise ValueError(f"{path}: not a RIFF/WAVE file")
     pos, fmt, data = 12, None, None
     while pos + 8 <= len(blob):
-        cid, size = blob[pos:pos + 4], struct.unpack("<I", blob[pos + 4:pos + 8])[0]
-        body = blob[pos + 8:pos + 8 + size]
+        cid, size = blob[pos : pos + 4], struct.unpack("<I", blob[pos + 4 : pos + 8])[0]
+        body = blob[pos + 8 : pos + 8 + size]
         if cid == b"fmt ":
             fmt = struct.unpack("<HHIIHH", body[:16])
             if fmt[0] == _EXTENSIBLE and len(body) >= 26:

@@ -10,13 +10,15 @@ Labels are taken at our 10 Hz ticks: tick i gets the label of the last video fra
 before its end (the frame the engine would analyse). Features are extracted with the product's
 own front-ends and cached as ``.npz``.
 """
+
 from __future__ import annotations
 
 import math
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -72,8 +74,10 @@ class Sequence:
     target: np.ndarray  # (T, 2), NaN = unlabelled
 
 
-def extract_features(video: str | os.PathLike, detector: Callable[[np.ndarray], FaceObservation | None] | None = None,
-                     ) -> tuple[np.ndarray, np.ndarray, float]:
+def extract_features(
+    video: str | os.PathLike,
+    detector: Callable[[np.ndarray], FaceObservation | None] | None = None,
+) -> tuple[np.ndarray, np.ndarray, float]:
     """Run the product's front-ends over a video file at 10 Hz ticks.
 
     → visual (T, VISUAL_DIM), audio (T, AUDIO_DIM), the video's frame rate. Face detector: the
@@ -117,7 +121,7 @@ def extract_features(video: str | os.PathLike, detector: Callable[[np.ndarray], 
     for i in range(n_ticks):
         tick = Tick(index=i, audio=None, video_seen=bool(frames))
         if audio is not None and (i + 1) * TICK_SAMPLES <= len(audio):
-            tick.audio = audio[i * TICK_SAMPLES:(i + 1) * TICK_SAMPLES]
+            tick.audio = audio[i * TICK_SAMPLES : (i + 1) * TICK_SAMPLES]
             probs = vad.feed(tick.audio)
             tick.fields["speech"] = {"probability": float(np.mean(probs)) if probs else None}
             tick.fields["loudness"] = {"dbfs": rms_dbfs(tick.audio)}
@@ -133,8 +137,12 @@ def extract_features(video: str | os.PathLike, detector: Callable[[np.ndarray], 
 class AffWild2:
     """Aff-Wild2 under ``root``: annotation files by split, their videos, cached features."""
 
-    def __init__(self, root: str | os.PathLike, features_cache: str | os.PathLike | None = None,
-                 detector: Callable[[np.ndarray], FaceObservation | None] | None = None) -> None:
+    def __init__(
+        self,
+        root: str | os.PathLike,
+        features_cache: str | os.PathLike | None = None,
+        detector: Callable[[np.ndarray], FaceObservation | None] | None = None,
+    ) -> None:
         self.root = Path(root)
         cache = features_cache or cache_dir() / "affwild2-features"
         self.cache = Path(cache)
@@ -178,8 +186,9 @@ class AffWild2:
         return out
 
 
-def evaluate_affwild2(model: Any, root: str, split: str = "validation", features_cache: str | None = None,
-                      progress: bool = False) -> dict[str, Any]:
+def evaluate_affwild2(
+    model: Any, root: str, split: str = "validation", features_cache: str | None = None, progress: bool = False
+) -> dict[str, Any]:
     """CCC per dimension over all labelled ticks of a split (streaming-equivalent predictions)."""
     from vibescope.stream.tagf.evaluate import ccc_scores, predict
 

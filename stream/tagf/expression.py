@@ -8,6 +8,7 @@ The crop follows ``fer.FER.detect_emotions`` (square box, 10 px margin, bilinear
 addition: the crop is rotated so that the eyes are level (from the detector's 5 landmarks), which
 is what "aligned" FER2013-style faces look like.
 """
+
 from __future__ import annotations
 
 import os
@@ -17,8 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from vibescope.stream.media import Picture, image_shape, luma
 from vibescope.stream.cards import card
+from vibescope.stream.media import Picture, image_shape, luma
 from vibescope.stream.stage import FaceObservation, Tick
 
 EXPRESSION_CLASSES = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
@@ -98,7 +99,7 @@ def face_crop(gray: np.ndarray, face: FaceObservation, size: int = FER_INPUT, ma
     return (top + (bot - top) * fy).astype(np.float32).reshape(size, size)
 
 
-def classify_expression(image: "np.ndarray | Picture", face: FaceObservation) -> np.ndarray:
+def classify_expression(image: np.ndarray | Picture, face: FaceObservation) -> np.ndarray:
     """Class probabilities (7,) float32, in ``EXPRESSION_CLASSES`` order, for one face of a frame
     (RGB array or :class:`~vibescope.stream.media.Picture`)."""
     # convert only the region around the face to gray (the whole frame would cost ~10x more)
@@ -110,8 +111,9 @@ def classify_expression(image: "np.ndarray | Picture", face: FaceObservation) ->
     if x1 - x0 < 2 or y1 - y0 < 2:
         x0, y0, x1, y1 = 0, 0, ww, hh
     region = luma(image, y0, y1, x0, x1)
-    shifted = FaceObservation(face.score, (x - x0, y - y0, w, h),
-                              [(px - x0, py - y0) for px, py in face.landmarks], face.frame_size)
+    shifted = FaceObservation(
+        face.score, (x - x0, y - y0, w, h), [(px - x0, py - y0) for px, py in face.landmarks], face.frame_size
+    )
     crop = face_crop(region, shifted)
     inp = ((crop / 255.0 - 0.5) * 2.0).astype(np.float32)[None, :, :, None]
     with _lock:
@@ -169,7 +171,7 @@ class ExpressionStage:
                 self.frames_classified += 1
                 self.last = {
                     "label": EXPRESSION_CLASSES[int(np.argmax(p))],
-                    "probabilities": {c: round(float(v), 5) for c, v in zip(EXPRESSION_CLASSES, p)},
+                    "probabilities": {c: round(float(v), 5) for c, v in zip(EXPRESSION_CLASSES, p, strict=False)},
                     "geometry": landmark_geometry(tick.face) if len(tick.face.landmarks) >= 5 else None,
                 }
             else:

@@ -6,6 +6,7 @@ Audio vector (``AUDIO_FEATURES``, 25-d): presence flags, speech probability (sil
 lead's SignalStage), loudness, pitch and its variability (our YIN), the separator's music features
 when they exist, and a 16-band log-mel summary (torch.stft + our own mel filterbank).
 """
+
 from __future__ import annotations
 
 import math
@@ -15,15 +16,31 @@ from typing import Any
 import numpy as np
 import torch
 
-from vibescope.stream.timebase import SAMPLE_RATE, TICK_SAMPLES
 from vibescope.stream.tagf.expression import EXPRESSION_CLASSES
+from vibescope.stream.timebase import SAMPLE_RATE, TICK_SAMPLES
 
-VISUAL_FEATURES = ("face_present", *(f"p_{c}" for c in EXPRESSION_CLASSES),
-                   "mouth_width", "mouth_drop", "roll", "face_size")
+VISUAL_FEATURES = (
+    "face_present",
+    *(f"p_{c}" for c in EXPRESSION_CLASSES),
+    "mouth_width",
+    "mouth_drop",
+    "roll",
+    "face_size",
+)
 N_MEL = 64
 N_BANDS = 16
-AUDIO_FEATURES = ("audio_present", "speech_prob", "loudness", "voiced_fraction", "f0", "f0_variability",
-                  "music_known", "music_prob", "music_level", *(f"mel{i:02d}" for i in range(N_BANDS)))
+AUDIO_FEATURES = (
+    "audio_present",
+    "speech_prob",
+    "loudness",
+    "voiced_fraction",
+    "f0",
+    "f0_variability",
+    "music_known",
+    "music_prob",
+    "music_level",
+    *(f"mel{i:02d}" for i in range(N_BANDS)),
+)
 VISUAL_DIM, AUDIO_DIM = len(VISUAL_FEATURES), len(AUDIO_FEATURES)
 
 # normalisation constants (documented units → roughly unit-scale inputs)
@@ -55,9 +72,11 @@ def visual_vector(expression: dict | None) -> np.ndarray:
     return x
 
 
-def mel_filterbank(n_mels: int = N_MEL, n_fft: int = N_FFT, sr: int = SAMPLE_RATE, fmin: float = 60.0,
-                   fmax: float = 7600.0) -> torch.Tensor:
+def mel_filterbank(
+    n_mels: int = N_MEL, n_fft: int = N_FFT, sr: int = SAMPLE_RATE, fmin: float = 60.0, fmax: float = 7600.0
+) -> torch.Tensor:
     """Triangular filters on the HTK mel scale, area-normalised (Slaney). → (n_mels, n_fft // 2 + 1)."""
+
     def hz2mel(f: np.ndarray) -> np.ndarray:
         return 2595.0 * np.log10(1.0 + f / 700.0)
 
@@ -89,15 +108,17 @@ def log_mel(audio: np.ndarray) -> np.ndarray:
     return (10.0 * torch.log10(mel + 1e-10)).transpose(-1, -2).numpy()
 
 
-def yin_f0(frame: np.ndarray, sr: int = SAMPLE_RATE, fmin: float = 70.0, fmax: float = 400.0,
-           threshold: float = 0.2) -> float | None:
+def yin_f0(
+    frame: np.ndarray, sr: int = SAMPLE_RATE, fmin: float = 70.0, fmax: float = 400.0, threshold: float = 0.2
+) -> float | None:
     """YIN (de Cheveigné & Kawahara 2002) on one frame: cumulative-mean-normalised difference, first
     dip under ``threshold``, parabolic refinement. → f0 in Hz, or None when unvoiced."""
     return yin_f0_frames(np.asarray(frame)[None], sr, fmin, fmax, threshold)[0]
 
 
-def yin_f0_frames(frames: np.ndarray, sr: int = SAMPLE_RATE, fmin: float = 70.0, fmax: float = 400.0,
-                  threshold: float = 0.2) -> list[float | None]:
+def yin_f0_frames(
+    frames: np.ndarray, sr: int = SAMPLE_RATE, fmin: float = 70.0, fmax: float = 400.0, threshold: float = 0.2
+) -> list[float | None]:
     """:func:`yin_f0` of each row of ``frames`` (n, L); the FFTs of all rows in one call."""
     tmax = int(sr / fmin)
     tmin = int(sr / fmax)
@@ -111,10 +132,10 @@ def yin_f0_frames(frames: np.ndarray, sr: int = SAMPLE_RATE, fmin: float = 70.0,
     size = 1 << int(math.ceil(math.log2(length + tmax)))
     fx = np.fft.rfft(x, size, axis=-1)
     fw = np.fft.rfft(x[:, :n][:, ::-1], size, axis=-1)
-    corr = np.fft.irfft(fx * fw, size, axis=-1)[:, n - 1:n - 1 + tmax + 1]
+    corr = np.fft.irfft(fx * fw, size, axis=-1)[:, n - 1 : n - 1 + tmax + 1]
     energy = np.concatenate([np.zeros((x.shape[0], 1)), np.cumsum(x * x, axis=-1)], axis=-1)
     lags = np.arange(tmax + 1)
-    d = energy[:, n:n + 1] + (energy[:, lags + n] - energy[:, lags]) - 2.0 * corr
+    d = energy[:, n : n + 1] + (energy[:, lags + n] - energy[:, lags]) - 2.0 * corr
     d[:, 0] = 0.0
     cmnd = np.ones_like(d)
     cs = np.cumsum(d[:, 1:], axis=-1)
@@ -159,18 +180,20 @@ class AudioFrontEnd:
         return AudioFrontEnd.tick_vectors([self], [audio], [fields])[0]
 
     @staticmethod
-    def tick_vectors(fronts: "list[AudioFrontEnd]", audios: list[np.ndarray | None],
-                     fields: list[dict[str, Any]]) -> list[np.ndarray]:
+    def tick_vectors(
+        fronts: list[AudioFrontEnd], audios: list[np.ndarray | None], fields: list[dict[str, Any]]
+    ) -> list[np.ndarray]:
         """``tick_vector`` for several streams at once: the pitch frames of all of them go
         through one batch of FFTs, their log-mel spectra through one STFT."""
-        xs = [AudioFrontEnd._levels(a, f) for a, f in zip(audios, fields)]
+        xs = [AudioFrontEnd._levels(a, f) for a, f in zip(audios, fields, strict=False)]
         live = [i for i, a in enumerate(audios) if a is not None and len(a) == TICK_SAMPLES]
         for i, a in enumerate(audios):  # a tick of another length (not made by the engine): alone
             if a is not None and i not in live:
                 AudioFrontEnd._voice_and_mel_many([fronts[i]], [xs[i]], [np.asarray(a, np.float32)])
         if live:
-            AudioFrontEnd._voice_and_mel_many([fronts[i] for i in live], [xs[i] for i in live],
-                                              [np.asarray(audios[i], np.float32) for i in live])
+            AudioFrontEnd._voice_and_mel_many(
+                [fronts[i] for i in live], [xs[i] for i in live], [np.asarray(audios[i], np.float32) for i in live]
+            )
         return xs
 
     @staticmethod
@@ -195,21 +218,21 @@ class AudioFrontEnd:
         return x
 
     @staticmethod
-    def _voice_and_mel_many(fronts: "list[AudioFrontEnd]", xs: list[np.ndarray], audios: list[np.ndarray]) -> None:
+    def _voice_and_mel_many(fronts: list[AudioFrontEnd], xs: list[np.ndarray], audios: list[np.ndarray]) -> None:
         """Pitch (voiced fraction, f0, its variability) and log-mel bands into each ``x``, for
         streams whose ticks all have the same length."""
         frames, counts = [], []
-        for fe, audio in zip(fronts, audios):
+        for fe, audio in zip(fronts, audios, strict=False):
             buf = np.concatenate([fe.tail, audio])
-            fe.tail = buf[-(fe.PITCH_FRAME - fe.PITCH_HOP):].copy()
+            fe.tail = buf[-(fe.PITCH_FRAME - fe.PITCH_HOP) :].copy()
             n_frames = (buf.size - fe.PITCH_FRAME) // fe.PITCH_HOP + 1
-            frames.append(np.lib.stride_tricks.sliding_window_view(buf, fe.PITCH_FRAME)[::fe.PITCH_HOP][:n_frames])
+            frames.append(np.lib.stride_tricks.sliding_window_view(buf, fe.PITCH_FRAME)[:: fe.PITCH_HOP][:n_frames])
             counts.append(n_frames)
         f0_all = yin_f0_frames(np.concatenate(frames))
         mels = log_mel(np.stack(audios)).mean(axis=1)  # (B, N_MEL)
         pos = 0
-        for fe, x, n_frames, mel in zip(fronts, xs, counts, mels):
-            f0s = [f for f in f0_all[pos:pos + n_frames] if f is not None]
+        for fe, x, n_frames, mel in zip(fronts, xs, counts, mels, strict=False):
+            f0s = [f for f in f0_all[pos : pos + n_frames] if f is not None]
             pos += n_frames
             x[3] = len(f0s) / n_frames
             st = [12.0 * math.log2(f / F0_REF_HZ) for f in f0s]

@@ -28,6 +28,7 @@ Deviations from the authors' code, each for a stated reason:
   * the RJCMA code computes ``query_linear(joint)`` but then attends with the raw ``joint``; we do
     the same (``query_linear`` omitted since it is unused).
 """
+
 from __future__ import annotations
 
 import math
@@ -86,14 +87,16 @@ class CausalTemporalBlock(nn.Module):
         y = self.drop(F.relu(self.conv2(F.pad(y, (self.pad, 0)))))
         return F.relu(y + self.down(x))
 
-    def step(self, x: torch.Tensor, cache: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+    def step(
+        self, x: torch.Tensor, cache: tuple[torch.Tensor, torch.Tensor]
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
         """Streaming: new frames x (B, C, n) with the last ``pad`` frames of both convolutions'
         inputs (zeros at stream start, as ``forward``'s padding) → output (B, C_out, n), new cache."""
         xin = torch.cat([cache[0], x], dim=2)
         y1 = self.drop(F.relu(self.conv1(xin)))
         y1in = torch.cat([cache[1], y1], dim=2)
         y = self.drop(F.relu(self.conv2(y1in)))
-        return F.relu(y + self.down(x)), (xin[:, :, xin.shape[2] - self.pad:], y1in[:, :, y1in.shape[2] - self.pad:])
+        return F.relu(y + self.down(x)), (xin[:, :, xin.shape[2] - self.pad :], y1in[:, :, y1in.shape[2] - self.pad :])
 
 
 class TemporalConvNet(nn.Module):
@@ -119,11 +122,14 @@ class TemporalConvNet(nn.Module):
             cache.append((torch.zeros(batch, c_in, block.pad), torch.zeros(batch, c_out, block.pad)))
         return cache
 
-    def step(self, x: torch.Tensor, cache: list[tuple[torch.Tensor, torch.Tensor]],
-             ) -> tuple[torch.Tensor, list[tuple[torch.Tensor, torch.Tensor]]]:
+    def step(
+        self,
+        x: torch.Tensor,
+        cache: list[tuple[torch.Tensor, torch.Tensor]],
+    ) -> tuple[torch.Tensor, list[tuple[torch.Tensor, torch.Tensor]]]:
         """Streaming form of ``forward``: new frames (B, n, C_in) → (B, n, C_out), new cache."""
         h, new = x.transpose(1, 2), []
-        for block, c in zip(self.net, cache):
+        for block, c in zip(self.net, cache, strict=False):
             h, c = block.step(h, c)
             new.append(c)
         return h.transpose(1, 2), new
@@ -150,8 +156,9 @@ class JointCrossAttention(nn.Module):
         self.out_v = nn.Sequential(nn.Linear(dj, dv), nn.ReLU(), nn.Dropout(dropout))
         self.out_a = nn.Sequential(nn.Linear(dj, da), nn.ReLU(), nn.Dropout(dropout))
 
-    def _attend(self, key: nn.Linear, value: nn.Linear, drop: nn.Dropout, x: torch.Tensor,
-                joint: torch.Tensor) -> torch.Tensor:
+    def _attend(
+        self, key: nn.Linear, value: nn.Linear, drop: nn.Dropout, x: torch.Tensor, joint: torch.Tensor
+    ) -> torch.Tensor:
         k = key(x.transpose(1, 2))  # (B, D_m, W)
         s = drop(torch.tanh(torch.bmm(k, joint) * self.scale))  # (B, D_m, Dv+Da)
         return F.relu(torch.tanh(torch.bmm(value(x), s)))  # (B, W, Dv+Da)
@@ -259,7 +266,8 @@ class TagfModel(nn.Module):
         m = cfg.recursions + 1
         if cfg.fusion != "concat_lstm":
             self.attention = nn.ModuleList(
-                [JointCrossAttention(dv, da, cfg.window, cfg.attn_dropout, cfg.dropout) for _ in range(cfg.recursions)])
+                [JointCrossAttention(dv, da, cfg.window, cfg.attn_dropout, cfg.dropout) for _ in range(cfg.recursions)]
+            )
         if cfg.fusion == "gate_steps":
             self.gate_v, self.gate_a = StepGate(dv, cfg.gate_hidden), StepGate(da, cfg.gate_hidden)
         elif cfg.fusion == "gate_time":
@@ -269,14 +277,19 @@ class TagfModel(nn.Module):
             head_in = 2 * cfg.gate_hidden
         else:
             head_in = dv + da
-        self.head = nn.Sequential(nn.Linear(head_in, cfg.head_hidden), nn.BatchNorm1d(cfg.head_hidden),
-                                  nn.LeakyReLU(), nn.Linear(cfg.head_hidden, 2))
+        self.head = nn.Sequential(
+            nn.Linear(head_in, cfg.head_hidden),
+            nn.BatchNorm1d(cfg.head_hidden),
+            nn.LeakyReLU(),
+            nn.Linear(cfg.head_hidden, 2),
+        )
 
     # -- shared pieces -------------------------------------------------------------------------
     @property
     def model_id(self) -> str:
         return {"gate_steps": "tagf-steps", "gate_time": "tagf-time", "last": "rjcma", "concat_lstm": "concat-lstm"}[
-            self.config.fusion]
+            self.config.fusion
+        ]
 
     def n_params(self) -> int:
         return sum(p.numel() for p in self.parameters())
@@ -332,13 +345,19 @@ class TagfModel(nn.Module):
         """Past input frames the causal encoders look at (receptive field − 1)."""
         return max(self.visual_encoder.receptive_field, self.audio_encoder.receptive_field) - 1
 
-    def encode_step(self, visual: torch.Tensor, audio: torch.Tensor, cache: dict[str, list] | None,
-                    ) -> tuple[torch.Tensor, torch.Tensor, dict[str, list]]:
+    def encode_step(
+        self,
+        visual: torch.Tensor,
+        audio: torch.Tensor,
+        cache: dict[str, list] | None,
+    ) -> tuple[torch.Tensor, torch.Tensor, dict[str, list]]:
         """Streaming encoders: new frames (B, n, ·) and the convolution caches (None at stream
         start) → encoded (B, n, Dv), (B, n, Da) and the new caches. Same values as ``encode``."""
         if cache is None:
-            cache = {"v": self.visual_encoder.initial_cache(visual.shape[0]),
-                     "a": self.audio_encoder.initial_cache(audio.shape[0])}
+            cache = {
+                "v": self.visual_encoder.initial_cache(visual.shape[0]),
+                "a": self.audio_encoder.initial_cache(audio.shape[0]),
+            }
         v, cv = self.visual_encoder.step(visual, cache["v"])
         a, ca = self.audio_encoder.step(audio, cache["a"])
         v = self._bn(self.visual_norm, v)
@@ -370,10 +389,10 @@ class TagfModel(nn.Module):
             return {"seq": torch.cat([v, a], dim=-1)[:, s:]}
         sv, sa = self.stacks(v, a)
         if cfg.fusion == "last":
-            return {"fused": torch.cat([sv[:, s:s + h, -1], sa[:, s:s + h, -1]], dim=-1)}
+            return {"fused": torch.cat([sv[:, s : s + h, -1], sa[:, s : s + h, -1]], dim=-1)}
         if cfg.fusion == "gate_steps":
-            fv, _ = self.gate_v(sv[:, s:s + h])
-            fa, _ = self.gate_a(sa[:, s:s + h])
+            fv, _ = self.gate_v(sv[:, s : s + h])
+            fa, _ = self.gate_a(sa[:, s : s + h])
             return {"fused": torch.cat([fv, fa], dim=-1)}
         return {"sv": sv[:, s:], "sa": sa[:, s:]}  # gate_time
 
@@ -383,8 +402,11 @@ class TagfModel(nn.Module):
         hb, _ = bwd(seq.flip(1))
         return torch.cat([fwd_out, hb.flip(1)[:, : self.config.hop]], dim=-1)
 
-    def emit(self, feats: dict[str, torch.Tensor], state: tuple[torch.Tensor, torch.Tensor] | None,
-             ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor] | None]:
+    def emit(
+        self,
+        feats: dict[str, torch.Tensor],
+        state: tuple[torch.Tensor, torch.Tensor] | None,
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor] | None]:
         """Outputs of K consecutive windows of ONE stream, in order: → (K·H, 2) and the new forward state.
 
         The forward LSTM runs over the emitted frames of the windows one after the other, continuing
@@ -405,15 +427,24 @@ class TagfModel(nn.Module):
         for i, (gate, stack) in enumerate(((self.gate_v, feats["sv"]), (self.gate_a, feats["sa"]))):
             k, n, m, d = stack.shape
             flat = stack.reshape(k, n, m * d)
-            st = None if state is None else (state[0][:, :, i * gate.hidden:(i + 1) * gate.hidden].contiguous(),
-                                              state[1][:, :, i * gate.hidden:(i + 1) * gate.hidden].contiguous())
+            st = (
+                None
+                if state is None
+                else (
+                    state[0][:, :, i * gate.hidden : (i + 1) * gate.hidden].contiguous(),
+                    state[1][:, :, i * gate.hidden : (i + 1) * gate.hidden].contiguous(),
+                )
+            )
             hf, (hn, cn) = gate.fwd(flat[:, :h].reshape(1, k * h, m * d), st)
             hb, _ = gate.bwd(flat.flip(1))
             w = gate.weights(hf.view(k, h, -1), hb.flip(1)[:, :h])  # (K, H, M)
             outs.append((stack[:, :h] * w.unsqueeze(-1)).sum(dim=2))
             new_state.append((hn, cn))
         fused = torch.cat(outs, dim=-1)
-        st = (torch.cat([new_state[0][0], new_state[1][0]], dim=-1), torch.cat([new_state[0][1], new_state[1][1]], dim=-1))
+        st = (
+            torch.cat([new_state[0][0], new_state[1][0]], dim=-1),
+            torch.cat([new_state[0][1], new_state[1][1]], dim=-1),
+        )
         return self.regress(fused.reshape(1, -1, fused.shape[-1]))[0], st
 
     @property
@@ -441,7 +472,7 @@ class TagfModel(nn.Module):
         feats = self.window_features(wv.reshape(b * k, cfg.window, -1), wa.reshape(b * k, cfg.window, -1))
         outs = []
         for i in range(b):
-            part = {key: val[i * k:(i + 1) * k] for key, val in feats.items()}
+            part = {key: val[i * k : (i + 1) * k] for key, val in feats.items()}
             y, _ = self.emit(part, None)
             outs.append(y[:n])
         return torch.stack(outs)

@@ -1,4 +1,5 @@
 """``plot_timeline``: valence/arousal over media time, with the music level beneath (``analyze --plot``)."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -44,7 +45,11 @@ def plot_timeline(events: list[dict[str, Any]], out_png: str) -> None:
     ax.legend(loc="upper left", fontsize=8, ncol=3)
     models = sorted({m for e in ev for k, m in (e.get("models") or {}).items() if k in ("valence", "arousal")})
     status = sorted({str(e.get("va_status")) for e in ev if e.get("va_status")})
-    title = "valence / arousal" + (f" — {', '.join(models)}" if models else "") + (f" [{', '.join(status)}]" if status else "")
+    title = (
+        "valence / arousal"
+        + (f" — {', '.join(models)}" if models else "")
+        + (f" [{', '.join(status)}]" if status else "")
+    )
     ax.set_title(title, fontsize=10)
     if np.isfinite(level).any():
         axm.plot(t, level, color="tab:purple", lw=1.2, label="music level (dBFS)")

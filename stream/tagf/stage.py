@@ -19,6 +19,7 @@ frames with a face / with speech probability > 0.5 among the 8 frames before and
 frames after the tick. cap = 0.6 for ``simulated-teacher`` weights (a prior, not a measurement),
 1.0 for weights trained on human ratings. It falls when faces or speech are missing.
 """
+
 from __future__ import annotations
 
 from collections import deque
@@ -83,8 +84,9 @@ class TagfStage:
                 tick.fields.update(valence=None, arousal=None, confidence=None)
             else:
                 conf = self.cap * (0.15 + 0.55 * float(face) + 0.30 * float(speech))
-                tick.fields.update(valence=round(float(y[0]), 4), arousal=round(float(y[1]), 4),
-                                   confidence=round(conf, 3))
+                tick.fields.update(
+                    valence=round(float(y[0]), 4), arousal=round(float(y[1]), 4), confidence=round(conf, 3)
+                )
                 tick.models["valence"] = self.model_id
                 tick.models["arousal"] = self.model_id
             tick.fields["va_status"] = self.status
@@ -95,22 +97,24 @@ class TagfStage:
         return single(TagfStage.push_batch([self], [tick]))
 
     @staticmethod
-    def push_batch(stages: "list[TagfStage]", ticks: list[Tick]) -> list[list[Tick] | Exception]:
+    def push_batch(stages: list[TagfStage], ticks: list[Tick]) -> list[list[Tick] | Exception]:
         """One tick per session; the audio front-ends and the streamers of all sessions run as
         one batch each."""
         try:
-            auds = AudioFrontEnd.tick_vectors([s.audio_frontend for s in stages], [t.audio for t in ticks],
-                                              [t.fields for t in ticks])
+            auds = AudioFrontEnd.tick_vectors(
+                [s.audio_frontend for s in stages], [t.audio for t in ticks], [t.fields for t in ticks]
+            )
         except Exception as exc:
             return [exc] * len(stages)
         feats = apply_each(TagfStage._take, stages, ticks, auds)
         ok = [i for i, f in enumerate(feats) if not isinstance(f, Exception)]
         try:
-            ys = TagfStreamer.feed_many([stages[i].streamer for i in ok], [feats[i][0][None] for i in ok],
-                                        [feats[i][1][None] for i in ok])
+            ys = TagfStreamer.feed_many(
+                [stages[i].streamer for i in ok], [feats[i][0][None] for i in ok], [feats[i][1][None] for i in ok]
+            )
         except Exception as exc:
             return [exc] * len(stages)
-        for i, y in zip(ok, ys):
+        for i, y in zip(ok, ys, strict=False):
             feats[i] = y
         return apply_each(TagfStage._after, stages, feats)
 

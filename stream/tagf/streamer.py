@@ -12,6 +12,7 @@ frames before the window's end. The time-axis gate's forward LSTM state is carri
 window; its backward direction sees only the ``hop + lookahead`` frames from the first emitted
 frame to the window's end. Algorithmic lag: ``hop + lookahead − 1`` frames.
 """
+
 from __future__ import annotations
 
 import time
@@ -22,7 +23,6 @@ import torch
 
 from vibescope.stream.tagf.model import TagfConfig, TagfModel, load_shared
 from vibescope.stream.timebase import TICK_SECONDS as FRAME_S
-
 
 
 class TagfStreamer:
@@ -43,7 +43,7 @@ class TagfStreamer:
             # the same zero frames that precede the stream in forward_sliding; the first
             # encoder_context outputs are context only
             v, a = self._encode(torch.zeros(m.encoder_context + m.left_pad, cfg.visual_dim + cfg.audio_dim))
-            v, a = v[m.encoder_context:], a[m.encoder_context:]
+            v, a = v[m.encoder_context :], a[m.encoder_context :]
         self.buffer = torch.cat([v, a], dim=-1)  # encoded frames not yet slid past: (≤ W, Dv+Da)
         self.raw = torch.zeros(0, cfg.visual_dim + cfg.audio_dim)  # frames received, not yet encoded
         self.state: tuple[torch.Tensor, torch.Tensor] | None = None
@@ -80,13 +80,13 @@ class TagfStreamer:
         return TagfStreamer.feed_many([self], [visual], [audio])[0]
 
     @staticmethod
-    def feed_many(streamers: "list[TagfStreamer]", visual: list[np.ndarray], audio: list[np.ndarray]) -> list[np.ndarray]:
+    def feed_many(streamers: list[TagfStreamer], visual: list[np.ndarray], audio: list[np.ndarray]) -> list[np.ndarray]:
         """``feed`` for several streams at once: the encoders run once for the streams that reach
         a hop with as many new frames, the attention and gate once for all their windows. Same
         values as ``feed``, up to the last bits."""
         out = [np.zeros((0, 2), np.float32) for _ in streamers]
         ready = []
-        for i, (st, v, a) in enumerate(zip(streamers, visual, audio)):
+        for i, (st, v, a) in enumerate(zip(streamers, visual, audio, strict=False)):
             if st.finished:
                 raise RuntimeError("feed after flush")
             x = torch.cat([torch.as_tensor(np.asarray(v, np.float32)), torch.as_tensor(np.asarray(a, np.float32))], -1)
@@ -108,28 +108,36 @@ class TagfStreamer:
             for i in ready:
                 windows.setdefault(id(streamers[i].model), []).append(i)
             for members in windows.values():
-                for i, y in zip(members, TagfStreamer._run_windows_group([streamers[i] for i in members])):
+                outputs = TagfStreamer._run_windows_group([streamers[i] for i in members])
+                for i, y in zip(members, outputs, strict=True):
                     streamers[i].frames_out += y.shape[0]
                     out[i] = y.numpy().astype(np.float32)
         return out
 
     @staticmethod
-    def _encode_group(group: "list[TagfStreamer]") -> None:
+    def _encode_group(group: list[TagfStreamer]) -> None:
         """Encode the raw frames of streams of one model with as many raw frames, in one batch."""
         first = group[0]
         dv = first.cfg.visual_dim
         x = torch.stack([st.raw for st in group])  # (B, n, DV_IN + DA_IN)
         # every stream has its convolution caches (made by reset(), or loaded): stack them
-        cache = {k: [(torch.cat([st.cache[k][j][0] for st in group]), torch.cat([st.cache[k][j][1] for st in group]))
-                     for j in range(len(first.cache[k]))] for k in first.cache}
+        cache = {
+            k: [
+                (torch.cat([st.cache[k][j][0] for st in group]), torch.cat([st.cache[k][j][1] for st in group]))
+                for j in range(len(first.cache[k]))
+            ]
+            for k in first.cache
+        }
         v, a, cache = first.model.encode_step(x[..., :dv], x[..., dv:], cache)
         for b, st in enumerate(group):
-            st.cache = {k: [(c0[b:b + 1].clone(), c1[b:b + 1].clone()) for c0, c1 in layers] for k, layers in cache.items()}
+            st.cache = {
+                k: [(c0[b : b + 1].clone(), c1[b : b + 1].clone()) for c0, c1 in layers] for k, layers in cache.items()
+            }
             st.buffer = torch.cat([st.buffer, torch.cat([v[b], a[b]], dim=-1)], dim=0)
             st.raw = st.raw[:0]
 
     @staticmethod
-    def _run_windows_group(group: "list[TagfStreamer]") -> list[torch.Tensor]:
+    def _run_windows_group(group: list[TagfStreamer]) -> list[torch.Tensor]:
         """Every full window of streams of one model: attention (and a stateless gate) in one
         batch, then each stream's ``emit`` over its own windows, in order."""
         cfg, model = group[0].cfg, group[0].model
@@ -138,7 +146,7 @@ class TagfStreamer:
         for st in group:
             n = 0
             while st.buffer.shape[0] - n * cfg.hop >= cfg.window:
-                wins.append(st.buffer[n * cfg.hop:n * cfg.hop + cfg.window])
+                wins.append(st.buffer[n * cfg.hop : n * cfg.hop + cfg.window])
                 n += 1
             counts.append(n)
         if not wins:
@@ -146,12 +154,12 @@ class TagfStreamer:
         w = torch.stack(wins)
         feats = model.window_features(w[..., :dv], w[..., dv:])
         outs, pos = [], 0
-        for st, n in zip(group, counts):
+        for st, n in zip(group, counts, strict=False):
             if n == 0:
                 outs.append(torch.zeros(0, 2))
                 continue
-            y, st.state = model.emit({k: val[pos:pos + n] for k, val in feats.items()}, st.state)
-            st.buffer = st.buffer[n * cfg.hop:]
+            y, st.state = model.emit({k: val[pos : pos + n] for k, val in feats.items()}, st.state)
+            st.buffer = st.buffer[n * cfg.hop :]
             outs.append(y)
             pos += n
         return outs
@@ -182,12 +190,18 @@ class TagfStreamer:
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.cache = {k: [(torch.from_numpy(np.array(c0, np.float32)), torch.from_numpy(np.array(c1, np.float32)))
-                          for c0, c1 in v] for k, v in state["cache"].items()}
+        self.cache = {
+            k: [
+                (torch.from_numpy(np.array(c0, np.float32)), torch.from_numpy(np.array(c1, np.float32))) for c0, c1 in v
+            ]
+            for k, v in state["cache"].items()
+        }
         self.buffer = torch.from_numpy(np.array(state["buffer"], np.float32))
         self.raw = torch.from_numpy(np.array(state["raw"], np.float32))
         lstm = state["lstm"]
-        self.state = None if lstm is None else (torch.from_numpy(np.array(lstm[0])), torch.from_numpy(np.array(lstm[1])))
+        self.state = (
+            None if lstm is None else (torch.from_numpy(np.array(lstm[0])), torch.from_numpy(np.array(lstm[1])))
+        )
         self.frames_in = int(state["frames_in"])
         self.frames_out = int(state["frames_out"])
         self.finished = bool(state["finished"])
@@ -220,8 +234,11 @@ def selfcheck(seed: int = 0, model: TagfModel | None = None, n_frames: int = 157
     aud = rng.normal(0, 1, (n_frames, cfg.audio_dim)).astype(np.float32)
     with torch.no_grad():
         ref = model.forward_sliding(torch.from_numpy(vis)[None], torch.from_numpy(aud)[None])[0].numpy()
-    chunkings = [[1] * n_frames, [cfg.window + 5] * (n_frames // (cfg.window + 5)) + [n_frames % (cfg.window + 5)],
-                 [n_frames]] + [_random_chunks(rng, n_frames, cfg.window) for _ in range(3)]
+    chunkings = [
+        [1] * n_frames,
+        [cfg.window + 5] * (n_frames // (cfg.window + 5)) + [n_frames % (cfg.window + 5)],
+        [n_frames],
+    ] + [_random_chunks(rng, n_frames, cfg.window) for _ in range(3)]
     deltas, compute_s = [], 0.0
     for ci, sizes in enumerate(chunkings):
         st = TagfStreamer(model)
@@ -230,7 +247,7 @@ def selfcheck(seed: int = 0, model: TagfModel | None = None, n_frames: int = 157
         for j, s in enumerate(sizes):
             if s == 0:
                 continue
-            outs.append(st.feed(vis[pos:pos + s], aud[pos:pos + s]))
+            outs.append(st.feed(vis[pos : pos + s], aud[pos : pos + s]))
             pos += s
             if ci == len(chunkings) - 1 and j == len(sizes) // 2:  # save/load through bytes mid-stream
                 blob = pickle.dumps(st.state_dict())
@@ -242,6 +259,12 @@ def selfcheck(seed: int = 0, model: TagfModel | None = None, n_frames: int = 157
         out = np.concatenate(outs)
         assert out.shape == ref.shape, (out.shape, ref.shape)
         deltas.append(float(np.linalg.norm(out - ref) / max(np.linalg.norm(ref), 1e-12)))
-    return {"name": "tagf", "fusion": cfg.fusion, "lag_ms": TagfStreamer(model).lag_ms,
-            "stride_ms": TagfStreamer(model).stride_ms, "window_ms": TagfStreamer(model).window_ms,
-            "rtf": compute_s / (n_frames * FRAME_S), "delta": max(deltas)}
+    return {
+        "name": "tagf",
+        "fusion": cfg.fusion,
+        "lag_ms": TagfStreamer(model).lag_ms,
+        "stride_ms": TagfStreamer(model).stride_ms,
+        "window_ms": TagfStreamer(model).window_ms,
+        "rtf": compute_s / (n_frames * FRAME_S),
+        "delta": max(deltas),
+    }

@@ -13,6 +13,7 @@ observations of those cues (FER jitter, VAD and pitch noise), in exactly the lay
 Misalignment: the audio feature stream is delayed by ``misalign_s`` relative to video and labels.
 Modality dropouts: 10 % of sequences have no video, 10 % no audio, and faces/speech come and go.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -41,7 +42,7 @@ def _segments(rng: np.random.Generator, n: int, mean_on_s: float, mean_off_s: fl
     t, on = 0, rng.random() < p_start
     while t < n:
         d = max(1, int(rng.exponential((mean_on_s if on else mean_off_s) * FPS)))
-        out[t:t + d] = float(on)
+        out[t : t + d] = float(on)
         t += d
         on = not on
     return out
@@ -52,7 +53,7 @@ def _piecewise(rng: np.random.Generator, n: int, mean_s: float, values: np.ndarr
     t = 0
     while t < n:
         d = max(2, int(rng.exponential(mean_s * FPS)))
-        out[t:t + d] = rng.choice(values, p=probs)
+        out[t : t + d] = rng.choice(values, p=probs)
         t += d
     return out
 
@@ -76,8 +77,11 @@ def _softmax(z: np.ndarray) -> np.ndarray:
 MAX_MISALIGN_FRAMES = int(max(MISALIGN_LEVELS_S) * FPS)
 
 
-def simulate_sequence(rng: np.random.Generator, n_frames: int, misalign_frames: int = 0,
-                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def simulate_sequence(
+    rng: np.random.Generator,
+    n_frames: int,
+    misalign_frames: int = 0,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """One sequence → visual (T, 12), audio (T, 25), target (T, 2); audio delayed by ``misalign_frames``.
 
     The same ``rng`` state gives the same media at every delay up to ``MAX_MISALIGN_FRAMES``.
@@ -90,7 +94,7 @@ def simulate_sequence(rng: np.random.Generator, n_frames: int, misalign_frames: 
     t = 0
     while t < n:
         d = max(5, int(rng.exponential(4.0 * FPS)))
-        va[t:t + d] = np.clip(rng.normal(0, 0.55, 2), -1, 1)
+        va[t : t + d] = np.clip(rng.normal(0, 0.55, 2), -1, 1)
         t += d
     va = _smooth(va, 8.0)
     # face channel
@@ -118,7 +122,9 @@ def simulate_sequence(rng: np.random.Generator, n_frames: int, misalign_frames: 
     vis[:, 8] = (-0.05 + person_mw + 0.22 * p_obs[:, 3] + 0.05 * p_obs[:, 5] + rng.normal(0, 0.015, n)) * face
     vis[:, 9] = (rng.normal(0, 0.05) + 0.1 * p_obs[:, 5] + rng.normal(0, 0.02, n)) * face
     vis[:, 10] = (_smooth(rng.normal(0, 0.08, n).astype(np.float32), 5.0)) * face
-    vis[:, 11] = np.clip(rng.uniform(0.15, 0.7) + _smooth(rng.normal(0, 0.02, n).astype(np.float32), 10.0), 0.05, 1) * face
+    vis[:, 11] = (
+        np.clip(rng.uniform(0.15, 0.7) + _smooth(rng.normal(0, 0.02, n).astype(np.float32), 10.0), 0.05, 1) * face
+    )
 
     # observed audio features
     aud = np.zeros((n, F.AUDIO_DIM), np.float32)
@@ -129,8 +135,9 @@ def simulate_sequence(rng: np.random.Generator, n_frames: int, misalign_frames: 
         floor_db = rng.uniform(-75, -55)
         power = speaking * 10 ** (speech_db / 10) + music * 10 ** (music_db / 10) + 10 ** (floor_db / 10)
         loud_db = 10 * np.log10(power)
-        vad = np.clip(np.where(speaking > 0, rng.beta(8, 1.5, n), rng.beta(1, 12, n))
-                      - 0.25 * music * rng.random(n), 0, 1)
+        vad = np.clip(
+            np.where(speaking > 0, rng.beta(8, 1.5, n), rng.beta(1, 12, n)) - 0.25 * music * rng.random(n), 0, 1
+        )
         base_st = rng.uniform(-6, 5)  # speaker's pitch relative to 160 Hz, semitones
         f0_st = base_st + 2.0 * z[:, 1] + rng.normal(0, 0.7, n)
         voiced = speaking * np.clip(rng.normal(0.65, 0.15, n), 0, 1)
@@ -144,25 +151,30 @@ def simulate_sequence(rng: np.random.Generator, n_frames: int, misalign_frames: 
         if rng.random() < 0.6:  # separator output available
             aud[:, 6] = 1.0
             aud[:, 7] = np.clip(music * rng.beta(6, 1.5, n) + (1 - music) * rng.beta(1, 10, n), 0, 1)
-            aud[:, 8] = np.where(music > 0, (music_db - F.LOUD_REF_DB) / F.LOUD_SCALE_DB, (floor_db - F.LOUD_REF_DB) / F.LOUD_SCALE_DB)
+            aud[:, 8] = np.where(
+                music > 0, (music_db - F.LOUD_REF_DB) / F.LOUD_SCALE_DB, (floor_db - F.LOUD_REF_DB) / F.LOUD_SCALE_DB
+            )
         bands = np.arange(F.N_BANDS)[None, :]
         tilt = (1.6 - 0.35 * z[:, 0])[:, None]
         speech_band_db = speech_db[:, None] - 4.0 - 2.0 * np.abs(bands - 3) - tilt * bands
         music_shape = rng.normal(0, 2.0, F.N_BANDS)[None, :] - 0.9 * bands
         music_band_db = music_db[:, None] - 6.0 + music_shape
-        pw = (speaking[:, None] * 10 ** (speech_band_db / 10) + music[:, None] * 10 ** (music_band_db / 10)
-              + 10 ** ((floor_db - 8) / 10))
+        pw = (
+            speaking[:, None] * 10 ** (speech_band_db / 10)
+            + music[:, None] * 10 ** (music_band_db / 10)
+            + 10 ** ((floor_db - 8) / 10)
+        )
         mel_db = 10 * np.log10(pw) + rng.normal(0, 1.0, pw.shape)
         aud[:, 9:] = (np.maximum(mel_db, -100) - F.MEL_REF_DB) / F.MEL_SCALE_DB
     m0, m = MAX_MISALIGN_FRAMES, misalign_frames
-    return vis[m0:], aud[m0 - m:m0 - m + n_frames], target[m0:]
+    return vis[m0:], aud[m0 - m : m0 - m + n_frames], target[m0:]
 
 
 def make_batch(seed: int, batch: int, n_frames: int, misalign_s: float = 0.0) -> SyntheticBatch:
     """``batch`` sequences from one seed (deterministic)."""
     rng = np.random.default_rng(seed)
     m = int(round(misalign_s * FPS))
-    vs, as_, ts = zip(*(simulate_sequence(rng, n_frames, m) for _ in range(batch)))
+    vs, as_, ts = zip(*(simulate_sequence(rng, n_frames, m) for _ in range(batch)), strict=False)
     return SyntheticBatch(np.stack(vs), np.stack(as_), np.stack(ts))
 
 

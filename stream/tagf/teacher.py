@@ -26,6 +26,7 @@ Fusion over time (``teacher_trajectory``): evidence-weighted mean of the face an
 per frame (a neutral face or a flat voice is weak evidence), then exponential smoothing with time
 constants of 0.7 s (valence) and 0.4 s (arousal), because annotated affect is smooth and lags cues.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -77,8 +78,9 @@ def smooth(x: np.ndarray, tau_s: float, frame_s: float = FRAME_S) -> np.ndarray:
     return out
 
 
-def teacher_trajectory(face_probs: np.ndarray, face_present: np.ndarray, vocal_z: np.ndarray,
-                       speech: np.ndarray) -> np.ndarray:
+def teacher_trajectory(
+    face_probs: np.ndarray, face_present: np.ndarray, vocal_z: np.ndarray, speech: np.ndarray
+) -> np.ndarray:
     """Per-frame cues (T, 7), (T,), (T, 3) z-scores, (T,) speech activity in [0, 1] → (T, 2) V/A."""
     fva, fw = face_va(face_probs)
     vva, vw = vocal_va(vocal_z[:, 0], vocal_z[:, 1], vocal_z[:, 2])

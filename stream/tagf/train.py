@@ -5,13 +5,15 @@
 Both train the streaming computation itself (``TagfModel.forward_sliding``), so what is trained is
 exactly what runs live.
 """
+
 from __future__ import annotations
 
 import math
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -29,9 +31,17 @@ def save_checkpoint(model: TagfModel, path: str | os.PathLike, meta: dict[str, A
     tmp.replace(path)
 
 
-def _fit(model: TagfModel, next_batch: Callable[[int], tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]],
-         steps: int, lr: float, weight_decay: float, out: str | None, meta: dict[str, Any],
-         progress: bool, checkpoint_every: int) -> dict[str, Any]:
+def _fit(
+    model: TagfModel,
+    next_batch: Callable[[int], tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]],
+    steps: int,
+    lr: float,
+    weight_decay: float,
+    out: str | None,
+    meta: dict[str, Any],
+    progress: bool,
+    checkpoint_every: int,
+) -> dict[str, Any]:
     from tqdm import tqdm
 
     opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
@@ -54,16 +64,31 @@ def _fit(model: TagfModel, next_batch: Callable[[int], tuple[torch.Tensor, torch
         if out and checkpoint_every and (step + 1) % checkpoint_every == 0 and step + 1 < steps:
             save_checkpoint(model, out, {**meta, "steps_done": step + 1})
     model.eval()
-    meta = {**meta, "steps_done": steps, "final_loss_ema": round(float(ema), 4), "train_seconds": round(time.time() - t0, 1)}
+    meta = {
+        **meta,
+        "steps_done": steps,
+        "final_loss_ema": round(float(ema), 4),
+        "train_seconds": round(time.time() - t0, 1),
+    }
     if out:
         save_checkpoint(model, out, meta)
     return meta
 
 
-def train_synthetic(fusion: str = "gate_steps", steps: int = 600, batch: int = 8, n_frames: int = 150,
-                    seed: int = 0, lr: float = 2e-3, weight_decay: float = 1e-4, out: str | None = None,
-                    progress: bool = True, checkpoint_every: int = 100, config: TagfConfig | None = None,
-                    misalign_max_s: float = 0.0) -> tuple[TagfModel, dict[str, Any]]:
+def train_synthetic(
+    fusion: str = "gate_steps",
+    steps: int = 600,
+    batch: int = 8,
+    n_frames: int = 150,
+    seed: int = 0,
+    lr: float = 2e-3,
+    weight_decay: float = 1e-4,
+    out: str | None = None,
+    progress: bool = True,
+    checkpoint_every: int = 100,
+    config: TagfConfig | None = None,
+    misalign_max_s: float = 0.0,
+) -> tuple[TagfModel, dict[str, Any]]:
     """Train on simulated cue trajectories labelled by the teacher; audio and video aligned, or,
     with ``misalign_max_s`` > 0, each batch's audio delayed by a random benchmark level up to it."""
     from vibescope.stream.tagf.synthetic import MISALIGN_LEVELS_S, make_batch
@@ -82,16 +107,35 @@ def train_synthetic(fusion: str = "gate_steps", steps: int = 600, batch: int = 8
         return torch.from_numpy(b.visual), torch.from_numpy(b.audio), torch.from_numpy(b.target), None
 
     aligned = "aligned" if misalign_max_s <= 0 else f"audio delayed by a random level in {levels} s"
-    meta = {"data": f"synthetic cue trajectories labelled by vibescope.stream.tagf.teacher ({aligned})", "fusion": cfg.fusion,
-            "steps": steps, "batch": batch, "n_frames": n_frames, "seed": seed, "lr": lr, "misalign_max_s": misalign_max_s,
-            "weight_decay": weight_decay, "params": model.n_params()}
+    meta = {
+        "data": f"synthetic cue trajectories labelled by vibescope.stream.tagf.teacher ({aligned})",
+        "fusion": cfg.fusion,
+        "steps": steps,
+        "batch": batch,
+        "n_frames": n_frames,
+        "seed": seed,
+        "lr": lr,
+        "misalign_max_s": misalign_max_s,
+        "weight_decay": weight_decay,
+        "params": model.n_params(),
+    }
     return model, _fit(model, next_batch, steps, lr, weight_decay, out, meta, progress, checkpoint_every)
 
 
-def train_affwild2(root: str, fusion: str = "gate_steps", steps: int = 2000, batch: int = 8, n_frames: int = 150,
-                   seed: int = 0, lr: float = 1e-3, weight_decay: float = 1e-3, out: str | None = None,
-                   progress: bool = True, checkpoint_every: int = 200, features_cache: str | None = None,
-                   ) -> tuple[TagfModel, dict[str, Any]]:
+def train_affwild2(
+    root: str,
+    fusion: str = "gate_steps",
+    steps: int = 2000,
+    batch: int = 8,
+    n_frames: int = 150,
+    seed: int = 0,
+    lr: float = 1e-3,
+    weight_decay: float = 1e-3,
+    out: str | None = None,
+    progress: bool = True,
+    checkpoint_every: int = 200,
+    features_cache: str | None = None,
+) -> tuple[TagfModel, dict[str, Any]]:
     """Train on Aff-Wild2's training split (features extracted once and cached)."""
     from vibescope.stream.tagf.affwild2 import AffWild2
 
@@ -115,9 +159,21 @@ def train_affwild2(root: str, fusion: str = "gate_steps", steps: int = 2000, bat
             v, a = np.pad(v, ((0, pad), (0, 0))), np.pad(a, ((0, pad), (0, 0)))
             t = np.pad(t, ((0, pad), (0, 0)), constant_values=np.nan)
             vs.append(v), as_.append(a), ts.append(np.nan_to_num(t)), ms.append(~np.isnan(t).any(-1))
-        return (torch.from_numpy(np.stack(vs)), torch.from_numpy(np.stack(as_)), torch.from_numpy(np.stack(ts)),
-                torch.from_numpy(np.stack(ms)))
+        return (
+            torch.from_numpy(np.stack(vs)),
+            torch.from_numpy(np.stack(as_)),
+            torch.from_numpy(np.stack(ts)),
+            torch.from_numpy(np.stack(ms)),
+        )
 
-    meta = {"data": f"Aff-Wild2 train split under {root}", "fusion": fusion, "steps": steps, "batch": batch,
-            "seed": seed, "lr": lr, "weight_decay": weight_decay, "params": model.n_params()}
+    meta = {
+        "data": f"Aff-Wild2 train split under {root}",
+        "fusion": fusion,
+        "steps": steps,
+        "batch": batch,
+        "seed": seed,
+        "lr": lr,
+        "weight_decay": weight_decay,
+        "params": model.n_params(),
+    }
     return model, _fit(model, next_batch, steps, lr, weight_decay, out, meta, progress, checkpoint_every)

@@ -7,6 +7,7 @@ Both tests/test_protocol_vectors.py (Python) and tests/js/protocol.test.mjs (Jav
 extension/lib/protocol.js) decode these bytes and must agree with what is written here.
 Timestamps are written as decimal strings: JSON numbers lose precision above 2**53 in JS.
 """
+
 from __future__ import annotations
 
 import json
@@ -112,7 +113,13 @@ def build() -> dict[str, Any]:
         ),
         _hello(
             "resume",
-            {"token": "t", "session_id": "abc", "resume_token": "r-1", "last_event_t": 12.3, "client": "vibescope-extension/0.1"},
+            {
+                "token": "t",
+                "session_id": "abc",
+                "resume_token": "r-1",
+                "last_event_t": 12.3,
+                "client": "vibescope-extension/0.1",
+            },
             {"token": "t", "sessionId": "abc", "resumeToken": "r-1", "lastEventT": 12.3},
         ),
         _hello(
