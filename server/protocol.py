@@ -23,6 +23,9 @@ from dataclasses import asdict, dataclass, field
 from enum import IntEnum, StrEnum
 from typing import Any
 
+# one sniffing rule for the protocol and the decoder (re-exported: clients check frames before sending)
+from vibescope.stream.media import image_kind as sniff_image  # noqa: F401
+
 PROTOCOL_VERSION = 1
 MAGIC = b"VS"
 HEADER = struct.Struct("<2sBBIq")
