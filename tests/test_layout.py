@@ -47,6 +47,19 @@ def graph() -> dict[str, set[str]]:
     return {name: imports_of(path, name, set(mods)) for name, path in mods.items()}
 
 
+def test_every_import_of_the_project_goes_through_the_vibescope_package():
+    """`server` and `stream` are folders, not packages: importing them by those names would load a
+    second copy of a module (and fails in an installed wheel)."""
+    bad = []
+    for name, path in modules().items():
+        for node in ast.walk(ast.parse(path.read_text())):
+            targets = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            if isinstance(node, ast.ImportFrom) and not node.level:
+                targets = [node.module or ""]
+            bad += [f"{name}: {t}" for t in targets if t.split(".")[0] in ("server", "stream")]
+    assert not bad
+
+
 def test_the_analyzer_never_imports_the_service():
     offenders = {
         m: sorted(d for d in deps if d.startswith("vibescope.server"))

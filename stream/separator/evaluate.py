@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from stream.separator.streamer import SeparatorStreamer, stream_in_chunks
+from vibescope.stream.separator.streamer import SeparatorStreamer, stream_in_chunks
 from vibescope.stream.separator.dataset import Clip, load_clips
 
 METHODS = ("ours", "mixture", "oracle-irm", "dfn3", "rnnoise", "hpss", "repet", "noisereduce")
@@ -41,10 +41,10 @@ def _present(x: np.ndarray) -> bool:
 
 
 def _method(name: str, checkpoint: str | None) -> Callable[[Clip], tuple[np.ndarray, np.ndarray]]:
-    from stream.separator import peers
+    from vibescope.stream.separator import peers
 
     if name == "ours":
-        from stream.separator.model import load_shared
+        from vibescope.stream.separator.model import load_shared
 
         model = load_shared(checkpoint)
 
@@ -169,8 +169,8 @@ def calibration_report(
     """Reliability of ``music.probability`` per 100 ms tick over *all* clips of the split
     (music-only and OST-only clips included): expected calibration error, Brier score, accuracy
     at 0.5, and per-bin (count, mean predicted, observed frequency)."""
-    from stream.separator.model import load_shared
-    from stream.separator.train import tick_logits_and_labels
+    from vibescope.stream.separator.model import load_shared
+    from vibescope.stream.separator.train import tick_logits_and_labels
 
     torch.set_num_threads(1)
     split = split or default_split(data)

@@ -14,7 +14,7 @@ import argparse
 
 import torch
 
-from stream.separator.model import CausalMaskSeparator
+from vibescope.stream.separator.model import CausalMaskSeparator
 
 
 def write_init(src: str, dst: str, lr: float, lookahead: int = 0) -> None:

@@ -16,7 +16,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from stream.separator import transforms as T
+from vibescope.stream.separator import transforms as T
 
 SR = 16000
 SR_48K = 48000

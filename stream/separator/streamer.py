@@ -22,8 +22,8 @@ import time
 import numpy as np
 import torch
 
-from stream.separator import transforms as T
-from stream.separator.model import CausalMaskSeparator, load_shared
+from vibescope.stream.separator import transforms as T
+from vibescope.stream.separator.model import CausalMaskSeparator, load_shared
 
 STEMS = ("ost", "music")
 
