@@ -13,6 +13,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
+
 from conftest import ROOT, free_port
 
 pytestmark = pytest.mark.slow

@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from vibescope.stream.separator.streamer import SeparatorStreamer, stream_in_chunks
 from vibescope.stream.separator.dataset import Clip, load_clips
+from vibescope.stream.separator.streamer import SeparatorStreamer, stream_in_chunks
 
 METHODS = ("ours", "mixture", "oracle-irm", "dfn3", "rnnoise", "hpss", "repet", "noisereduce")
 SILENT_DB = -60.0  # a stem below this RMS (dBFS) is absent from the clip

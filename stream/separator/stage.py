@@ -20,10 +20,10 @@ from typing import Any
 
 import numpy as np
 
+from vibescope.stream.cards import card
 from vibescope.stream.separator import transforms as T
 from vibescope.stream.separator.model import CausalMaskSeparator, load_shared
 from vibescope.stream.separator.streamer import SeparatorStreamer
-from vibescope.stream.cards import card
 from vibescope.stream.stage import Tick, apply_each, single
 from vibescope.stream.timebase import TICK_SAMPLES
 

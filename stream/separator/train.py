@@ -28,11 +28,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from vibescope.stream.separator import transforms as T
-from vibescope.stream.separator.model import CausalMaskSeparator, SeparatorConfig
 from vibescope.stream.debian import DataError
+from vibescope.stream.separator import transforms as T
 from vibescope.stream.separator.dataset import Clip, load_clips
 from vibescope.stream.separator.mixing import random_eq
+from vibescope.stream.separator.model import CausalMaskSeparator, SeparatorConfig
 
 CROP = 3 * T.SAMPLE_RATE
 TAU = 1e-3
