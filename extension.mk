@@ -3,11 +3,12 @@
 
 PYTHON ?= .venv/bin/python
 NODE ?= node
+NPM ?= npm
 CHROMIUM ?= /usr/bin/chromium
 
 EXT_FILES := $(shell find extension -type f -not -path '*/tools/*')
 
-.PHONY: extension test-js test-browser chromium
+.PHONY: extension test-js lint-js test-browser chromium
 
 ## extension: dist/vibescope-extension.zip (Load unpacked) and dist/vibescope-extension-store.zip
 extension: dist/vibescope-extension.zip
@@ -15,9 +16,18 @@ extension: dist/vibescope-extension.zip
 dist/vibescope-extension.zip: $(EXT_FILES) extension/tools/build_zip.py
 	$(PYTHON) extension/tools/build_zip.py --out dist
 
-## test-js: unit tests of extension/lib with node's built-in runner (protocol vectors shared with Python)
+## test-js: node's built-in runner: unit tests of extension/lib, protocol vectors, Transport against a real server
 test-js:
-	$(NODE) --test tests/js/*.test.mjs
+	$(NODE) --experimental-websocket --test tests/js/*.test.mjs
+
+# eslint and its plugins, pinned in package-lock.json (dev tools only: nothing from npm goes into extension/)
+node_modules/.package-lock.json: package.json package-lock.json
+	$(NPM) ci --no-audit --no-fund
+	touch $@
+
+## lint-js: eslint (eslint.config.js) over extension/, server/static/ and tests/js/ (npm ci when needed)
+lint-js: node_modules/.package-lock.json
+	npx eslint extension server/static tests/js
 
 ## chromium: Debian's Chromium for the browser tests (needs root; never `playwright install`)
 chromium:

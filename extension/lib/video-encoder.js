@@ -91,7 +91,8 @@ export async function encodeVideoFrames(readable, settings, emit, signal = { sto
           .then((jpeg) => emit({ jpeg, epochMs: now, width, height }))
           .catch(() => {})
           .finally(() => { busy = false; });
-      } catch (err) {
+      } catch {
+        // a frame that cannot be drawn (closed, zero-sized) is skipped like a gated one
         try { frame.close(); } catch { /* already closed */ }
         busy = false;
       }
