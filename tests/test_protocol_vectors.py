@@ -17,8 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from vibescope.server.protocol import Hello, ProtocolError, decode_frame, encode_frame, parse_control
-from vibescope.stream.media import image_kind as sniff_image  # the protocol's image-sniffing rule
+from vibescope.server.protocol import Hello, ProtocolError, decode_frame, encode_frame, parse_control, sniff_image
 
 VECTORS_DIR = Path(__file__).parent / "vectors"
 VECTORS = json.loads((VECTORS_DIR / "protocol.json").read_text(encoding="utf-8"))

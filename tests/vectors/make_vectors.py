@@ -30,8 +30,8 @@ from vibescope.server.protocol import (  # noqa: E402
     decode_frame,
     encode_frame,
     parse_control,
+    sniff_image,
 )
-from vibescope.stream.media import image_kind as sniff_image  # noqa: E402  (the protocol's sniffing rule)
 
 OUT = Path(__file__).with_name("protocol.json")
 
