@@ -10,6 +10,7 @@ so the replay gives the same results.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from typing import Any
@@ -40,12 +41,19 @@ class _ItemFailed(Exception):
 
 class AnalysisLoop:
     def __init__(
-        self, ctx: ConnectionContext, outbox: Outbox, session: OpenSession, backlog: Backlog, shedding: VideoShedding
+        self,
+        ctx: ConnectionContext,
+        outbox: Outbox,
+        session: OpenSession,
+        backlog: Backlog,
+        shedding: VideoShedding,
+        acked: asyncio.Event,
     ) -> None:
         self.ctx, self.outbox, self.session = ctx, outbox, session
         self.backlog, self.shedding = backlog, shedding
         self.metrics = ctx.metrics
         self._ost_seq = 0
+        self.acked = acked
 
     async def run(self) -> None:
         s = self.session
@@ -88,6 +96,7 @@ class AnalysisLoop:
             for seq, code, message in errors:
                 self.outbox.send_error(code, message, seq)
             self.outbox.send_json({"type": "ack", "seq": s.acked_seq})
+            self.acked.set()
             if items[-1].bye:
                 self.outbox.send_json({"type": "bye", "acked_seq": s.acked_seq})
                 await self.outbox.close(CloseCode.NORMAL, "bye")
@@ -127,7 +136,7 @@ class AnalysisLoop:
                 )
                 for item, out in zip(run, outs, strict=False):
                     if isinstance(out, MediaError):
-                        errors.append((item.seq, ErrorCode.BAD_MEDIA, str(out)))
+                        errors.append((item.seq, getattr(out, "code", ErrorCode.BAD_MEDIA), str(out)))
                     elif isinstance(out, Exception):
                         raise _ItemFailed(item.seq, out) from out
                     else:
@@ -138,6 +147,8 @@ class AnalysisLoop:
             if item.bye:
                 if not engine.flushed:
                     self._collect(results, item, engine.flush())
+            elif item.skip_to_t is not None:
+                self._collect(results, item, engine.skip_to(item.skip_to_t))
             elif item.seq in failed:
                 errors.append((item.seq, ErrorCode.INTERNAL, failed[item.seq]))
             elif item.skipped:

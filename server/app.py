@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from dataclasses import asdict
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
@@ -11,13 +12,15 @@ import torch
 from aiohttp import web
 
 from vibescope import data_dir
+from vibescope.server.admission import Admission, extension_id
 from vibescope.server.config import ServerConfig
 from vibescope.server.connection import Connection
 from vibescope.server.context import ConnectionContext
 from vibescope.server.metrics import Metrics
 from vibescope.server.pool import AnalysisPool
-from vibescope.server.protocol import CloseCode
+from vibescope.server.protocol import CloseCode, ErrorCode
 from vibescope.server.registry import ConnectionRegistry
+from vibescope.server.socket import StreamSocket
 from vibescope.server.store import StateStore, make_store
 from vibescope.stream.pipelines import model_info
 from vibescope.stream.session import warm_up
@@ -25,6 +28,7 @@ from vibescope.stream.session import warm_up
 log = logging.getLogger("vibescope.server")
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
+EXTENSION_MANIFEST = data_dir("extension") / "manifest.json"
 
 
 class StreamServer:
@@ -41,6 +45,8 @@ class StreamServer:
         torch.set_num_threads(1)
         warm_up(config.pipeline)
         self.registry = ConnectionRegistry(self.metrics)
+        self.admission = Admission(config, self.metrics, tuple(filter(None, [extension_id(EXTENSION_MANIFEST)])))
+        self.streams = 0  # stream connections open now (before and after their hello)
         try:
             server_version = version("vibescope")
         except PackageNotFoundError:
@@ -56,17 +62,46 @@ class StreamServer:
     # --- HTTP ------------------------------------------------------------------------------
 
     async def stream(self, request: web.Request) -> web.StreamResponse:
-        # no permessage-deflate: JPEG and PCM do not compress, and it costs CPU on both ends
-        ws = web.WebSocketResponse(max_msg_size=self.config.limits.max_message_bytes, heartbeat=30.0, compress=False)
-        await ws.prepare(request)
-        conn = Connection(self.context, ws, request.transport)
+        refusal = self.admission.check_upgrade(request)
+        if refusal is not None:
+            return refusal.response()
+        self.streams += 1
         try:
-            await conn.run()
-        except Exception:
-            log.exception("connection failed")
-            if not ws.closed:
-                await ws.close(code=CloseCode.INTERNAL, message=b"internal error")
-        return ws
+            # no permessage-deflate: JPEG and PCM do not compress, and it costs CPU on both ends
+            ws = StreamSocket(max_msg_size=self.config.limits.max_hello_bytes, heartbeat=30.0, compress=False)
+            await ws.prepare(request)
+            full = self.admission.server_full(self.streams - 1)
+            if full is not None:
+                await ws.send_json(
+                    {
+                        "type": "error",
+                        "code": ErrorCode.SERVER_FULL,
+                        "message": full.message,
+                        "retry_after_s": full.retry_after_s,
+                        "seq": None,
+                    }
+                )
+                await ws.close(
+                    code=CloseCode.TRY_AGAIN, message=f"server full; retry in {full.retry_after_s:g} s".encode()
+                )
+                return ws
+            conn = Connection(
+                self.context,
+                ws,
+                request.transport,
+                local=self.admission.local_without_token(request),
+                auth_failed=lambda: self.admission.auth_failed(request),
+            )
+            try:
+                await conn.run()
+            except Exception:
+                log.exception("connection failed")
+                if not ws.closed:
+                    await ws.close(code=CloseCode.INTERNAL, message=b"internal error")
+            return ws
+        finally:
+            self.streams -= 1
+            self.admission.release(request)
 
     async def healthz(self, request: web.Request) -> web.Response:
         store_ok = await self.store.ping()
@@ -75,6 +110,8 @@ class StreamServer:
             "store": self.store.kind,
             "store_ok": store_ok,
             "sessions": len(self.registry),
+            "connections": self.streams,
+            "limits": asdict(self.config.limits),
             "version": self.version,
         }
         return web.json_response(body, status=200 if store_ok else 503)

@@ -18,6 +18,7 @@ class Pending:
     skipped: bool = False  # a video frame skipped under load (VideoShedding)
     catch_up: bool = False  # sent to catch up after a reconnect (hello.catch_up_until_t)
     bye: bool = False
+    skip_to_t: float | None = None  # a skip message: the media clock goes on at this time
 
 
 class Backlog:

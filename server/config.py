@@ -28,6 +28,8 @@ class ServerConfig:
     limits: Limits = field(default_factory=Limits)
     workers: int = field(default_factory=lambda: os.cpu_count() or 2)  # analysis threads
     pipeline: str = "default"
+    allow_origins: tuple[str, ...] = ()  # origins besides the extension's and this server's own pages
+    trust_forwarded: bool = False  # the peer is the last X-Forwarded-For address (behind a proxy)
 
     def check(self) -> None:
         """Refuse unsafe configurations before listening."""

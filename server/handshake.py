@@ -8,14 +8,16 @@ import logging
 import secrets
 import time
 import uuid
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
 
-from aiohttp import WSMsgType, web
+from aiohttp import WSMsgType
 
 from vibescope.server.context import ConnectionContext
 from vibescope.server.outbox import Outbox
 from vibescope.server.pool import call
 from vibescope.server.protocol import PROTOCOL_VERSION, CloseCode, ErrorCode, Hello, ProtocolError, parse_control
+from vibescope.server.socket import StreamSocket
 from vibescope.stream.session import Session, SessionConfig
 from vibescope.stream.timebase import SAMPLE_RATE
 
@@ -41,8 +43,14 @@ def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-async def receive_hello(ws: web.WebSocketResponse, ctx: ConnectionContext, outbox: Outbox) -> Hello | None:
-    """The client's hello, authenticated; None when the connection must end (already answered)."""
+async def receive_hello(
+    ws: StreamSocket, ctx: ConnectionContext, outbox: Outbox, local: bool, auth_failed: Callable[[], None]
+) -> Hello | None:
+    """The client's hello, authenticated; None when the connection must end (already answered).
+
+    ``local``: the request may skip the token (server/admission.py); ``auth_failed`` counts a wrong
+    token against the peer. Until the hello is accepted
+    the socket takes messages of ``max_hello_bytes`` at most; then ``max_message_bytes``."""
     try:
         msg = await ws.receive(timeout=HELLO_TIMEOUT_S)
     except TimeoutError:
@@ -53,8 +61,12 @@ async def receive_hello(ws: web.WebSocketResponse, ctx: ConnectionContext, outbo
             ErrorCode.HELLO_REQUIRED, "the first message must be a hello text frame", CloseCode.HELLO_REQUIRED
         )
         return None
+    if msg.type == WSMsgType.ERROR:
+        if "size" in str(ws.exception()):
+            ctx.metrics.refusals_total["hello_too_big"] += 1
+        return None  # aiohttp already closed it (1009 for a message over the limit)
     if msg.type != WSMsgType.TEXT:
-        return None  # closed or errored before saying anything
+        return None  # closed before saying anything
     try:
         data = parse_control(msg.data)
         if data["type"] != "hello":
@@ -68,9 +80,20 @@ async def receive_hello(ws: web.WebSocketResponse, ctx: ConnectionContext, outbo
         await outbox.fail(exc.code, exc.message, close)
         return None
     token = ctx.config.token
-    if token and not (hello.token and hmac.compare_digest(hello.token.encode(), token.encode())):
-        await outbox.fail(ErrorCode.UNAUTHORIZED, "missing or wrong token", CloseCode.UNAUTHORIZED)
+    if token:
+        if not (hello.token and hmac.compare_digest(hello.token.encode(), token.encode())):
+            auth_failed()
+            await outbox.fail(ErrorCode.UNAUTHORIZED, "missing or wrong token", CloseCode.UNAUTHORIZED)
+            return None
+    elif not local:
+        ctx.metrics.refusals_total["unauthorized"] += 1
+        await outbox.fail(
+            ErrorCode.UNAUTHORIZED,
+            "this server has no token and serves only clients on its own host, without a proxy in between",
+            CloseCode.UNAUTHORIZED,
+        )
         return None
+    ws.raise_message_limit(ctx.config.limits.max_message_bytes)
     return hello
 
 
@@ -87,6 +110,7 @@ def session_config(ctx: ConnectionContext, hello: Hello) -> SessionConfig:
         max_audio_seconds_per_chunk=limits.max_audio_seconds_per_frame,
         stages=ctx.config.pipeline,
         stems=("ost",) if "ost_audio" in hello.want else (),  # the only stem the protocol sends
+        max_lead_s=limits.max_lead_s,
     )
 
 
@@ -95,6 +119,7 @@ async def open_session(ctx: ConnectionContext, hello: Hello, outbox: Outbox) -> 
     stored events the client missed); None when refused (already answered). Raises when the
     store is unreachable."""
     store, owner = ctx.store, uuid.uuid4().hex
+    lost = None
     if hello.session_id:
         stored = await store.load(hello.session_id)
         if (
@@ -129,6 +154,16 @@ async def open_session(ctx: ConnectionContext, hello: Hello, outbox: Outbox) -> 
             "ost_audio" in stored.meta.get("want", []),
             hello.catch_up_until_t,
         )
+        if hello.acked_seq is not None and hello.acked_seq > stored.acked_seq:
+            # the store lost writes it had acknowledged (e.g. Redis restarted from an older snapshot)
+            lost = {"from_seq": stored.acked_seq + 1, "to_seq": hello.acked_seq}
+            ctx.metrics.rollbacks_total += 1
+            log.warning(
+                "session %s: the store holds seq %d, the client saw %d acknowledged",
+                hello.session_id,
+                stored.acked_seq,
+                hello.acked_seq,
+            )
         resume_token = hello.resume_token
         ctx.metrics.sessions_total["resumed"] += 1
     else:
@@ -144,19 +179,20 @@ async def open_session(ctx: ConnectionContext, hello: Hello, outbox: Outbox) -> 
         await store.create(session_id, state, meta, owner)
         opened = OpenSession(session_id, owner, engine, state, 0, "ost_audio" in hello.want)
         ctx.metrics.sessions_total["new"] += 1
-    outbox.send_json(
-        {
-            "type": "welcome",
-            "protocol": PROTOCOL_VERSION,
-            "session_id": opened.session_id,
-            "resume_token": resume_token,
-            "resumed": bool(hello.session_id),
-            "acked_seq": opened.acked_seq,
-            "limits": ctx.config.limits.__dict__,
-            "models": ctx.models,
-            "server": f"vibescope/{ctx.version}",
-        }
-    )
+    welcome = {
+        "type": "welcome",
+        "protocol": PROTOCOL_VERSION,
+        "session_id": opened.session_id,
+        "resume_token": resume_token,
+        "resumed": bool(hello.session_id),
+        "acked_seq": opened.acked_seq,
+        "limits": asdict(ctx.config.limits),
+        "models": ctx.models,
+        "server": f"vibescope/{ctx.version}",
+    }
+    if lost is not None:
+        welcome["lost"] = lost
+    outbox.send_json(welcome)
     if hello.session_id:
         for event in await store.events_after(opened.session_id, hello.last_event_t):
             outbox.send_json(event)

@@ -44,6 +44,8 @@ class Metrics:
         self.events_total = 0
         self.errors_total: dict[str, int] = defaultdict(int)  # code
         self.dropped_video_total = 0
+        self.refusals_total: dict[str, int] = defaultdict(int)  # reason: origin | peer_limit | ...
+        self.rollbacks_total = 0  # resumes that found the store behind the client's acks
         self.latency = Histogram(LATENCY_BUCKETS)  # frame arrival -> its events sent, seconds
         self.state_size = Histogram(SIZE_BUCKETS)  # bytes stored per session, observed at each save
         self.state_bytes: dict[str, int] = {}  # live session -> bytes stored
@@ -94,6 +96,18 @@ class Metrics:
             "counter",
             "Error messages sent, by code.",
             [(f'{{code="{k}"}}', v) for k, v in sorted(self.errors_total.items())] or [('{code="none"}', 0)],
+        )
+        block(
+            "vibescope_refusals_total",
+            "counter",
+            "Connections or hellos refused before a session, by reason.",
+            [(f'{{reason="{k}"}}', v) for k, v in sorted(self.refusals_total.items())] or [('{reason="none"}', 0)],
+        )
+        block(
+            "vibescope_store_rollbacks_total",
+            "counter",
+            "Resumes that found the stored session behind what the client saw acknowledged.",
+            [("", self.rollbacks_total)],
         )
         block(
             "vibescope_dropped_video_frames_total",

@@ -18,6 +18,7 @@ Control messages are JSON text frames with a ``type`` field.
 from __future__ import annotations
 
 import json
+import math
 import struct
 from dataclasses import asdict, dataclass, field
 from enum import IntEnum, StrEnum
@@ -52,12 +53,15 @@ class ErrorCode(StrEnum):
     UNSUPPORTED_VERSION = "unsupported_version"
     UNAUTHORIZED = "unauthorized"
     UNKNOWN_SESSION = "unknown_session"
+    SERVER_FULL = "server_full"
     SESSION_BUSY = "session_busy"
     BAD_HEADER = "bad_header"
     BAD_SEQ = "bad_seq"
     TOO_BIG = "too_big"
     RATE_LIMITED = "rate_limited"
     BAD_MEDIA = "bad_media"
+    BAD_TIMESTAMP = "bad_timestamp"
+    TOO_MANY_UNACKED = "too_many_unacked"
     INTERNAL = "internal"
 
 
@@ -132,9 +136,13 @@ def decode_frame(data: bytes) -> MediaFrame:
 # --- control messages --------------------------------------------------------------------------
 
 AUDIO_ENCODINGS = ("pcm16", "f32")
+# real rates only, so the server's resampler tables stay small (the session checks the same list)
+AUDIO_RATES = (8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000, 88200, 96000)
 VIDEO_ENCODINGS = ("jpeg", "webp")
 CONTAINER_MIMES = ("video/webm", "audio/webm", "video/mp4", "audio/mp4", "video/x-matroska")
 WANTS = ("ost_audio",)
+# the longest each hello string may be: more is refused before anything is looked up
+STRING_CAPS = {"token": 512, "session_id": 64, "resume_token": 64, "video": 8, "container": 200, "client": 120}
 
 
 @dataclass
@@ -142,6 +150,17 @@ class AudioFormat:
     encoding: str = "pcm16"
     sample_rate: int = 16000
     channels: int = 1
+
+
+def _number(d: dict[str, Any], key: str, where: str = "hello") -> float | None:
+    v = d.get(key)
+    if v is None:
+        return None
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or not -1e12 < v < 1e12:
+        raise ProtocolError(
+            ErrorCode.BAD_HELLO if where == "hello" else ErrorCode.BAD_JSON, f"{where}.{key} must be a finite number"
+        )
+    return float(v)
 
 
 @dataclass
@@ -154,6 +173,9 @@ class Hello:
     # on a resume: media before this time (seconds) came due while the client was away; the
     # server analyses it like live media, never skipping its video (server/shedding.py)
     catch_up_until_t: float | None = None
+    # on a resume: the highest seq the client saw acknowledged. A store that lost writes (Redis
+    # restarted from an older snapshot) holds less; welcome then says which frames were lost.
+    acked_seq: int | None = None
     audio: AudioFormat | None = field(default_factory=AudioFormat)
     video: str | None = "jpeg"
     container: str | None = None  # MIME type when media arrives as container chunks
@@ -172,15 +194,18 @@ class Hello:
             return ProtocolError(ErrorCode.BAD_HELLO, msg)
 
         proto = d.get("protocol")
-        if not isinstance(proto, int):
+        if not isinstance(proto, int) or isinstance(proto, bool):
             raise bad("hello.protocol must be an integer")
         if proto != PROTOCOL_VERSION:
             raise ProtocolError(
                 ErrorCode.UNSUPPORTED_VERSION, f"client speaks protocol {proto}, server speaks {PROTOCOL_VERSION}"
             )
-        for key in ("token", "session_id", "resume_token", "video", "container", "client"):
-            if d.get(key) is not None and not isinstance(d[key], str):
-                raise bad(f"hello.{key} must be a string")
+        for key, cap in STRING_CAPS.items():
+            if d.get(key) is not None:
+                if not isinstance(d[key], str):
+                    raise bad(f"hello.{key} must be a string")
+                if len(d[key]) > cap:
+                    raise bad(f"hello.{key} is longer than {cap} characters")
         audio = None if "audio" in d else AudioFormat()  # absent: the default; null: no audio
         if d.get("audio") is not None:
             a = d["audio"]
@@ -193,50 +218,77 @@ class Hello:
             )
             if audio.encoding not in AUDIO_ENCODINGS:
                 raise bad(f"hello.audio.encoding must be one of {AUDIO_ENCODINGS}")
-            if not isinstance(audio.sample_rate, int) or not 8000 <= audio.sample_rate <= 192000:
-                raise bad("hello.audio.sample_rate must be an integer in 8000..192000")
-            if not isinstance(audio.channels, int) or not 1 <= audio.channels <= 8:
+            if not isinstance(audio.sample_rate, int) or audio.sample_rate not in AUDIO_RATES:
+                raise bad(f"hello.audio.sample_rate must be one of {AUDIO_RATES}")
+            if not isinstance(audio.channels, int) or isinstance(audio.channels, bool) or not 1 <= audio.channels <= 8:
                 raise bad("hello.audio.channels must be an integer in 1..8")
         video = d.get("video")
         if video is not None and video not in VIDEO_ENCODINGS:
             raise bad(f"hello.video must be one of {VIDEO_ENCODINGS}")
         container = d.get("container")
-        if container is not None and container.split(";")[0].strip() not in CONTAINER_MIMES:
+        if container is not None and container.split(";")[0].strip().lower() not in CONTAINER_MIMES:
             raise bad(f"hello.container must be one of {CONTAINER_MIMES}")
         want = d.get("want", [])
-        if not isinstance(want, list) or any(w not in WANTS for w in want):
+        if not isinstance(want, list) or len(want) > len(WANTS) or any(w not in WANTS for w in want):
             raise bad(f"hello.want must be a list drawn from {WANTS}")
-        last_t = d.get("last_event_t")
-        if last_t is not None and (isinstance(last_t, bool) or not isinstance(last_t, (int, float))):
-            raise bad("hello.last_event_t must be a number")
-        catch_up = d.get("catch_up_until_t")
-        if catch_up is not None and (isinstance(catch_up, bool) or not isinstance(catch_up, (int, float))):
-            raise bad("hello.catch_up_until_t must be a number")
+        acked = d.get("acked_seq")
+        if acked is not None and (not isinstance(acked, int) or isinstance(acked, bool) or not 0 <= acked < 2**32):
+            raise bad("hello.acked_seq must be a seq (0 .. 2^32-1)")
         return cls(
             protocol=proto,
             token=d.get("token"),
             session_id=d.get("session_id"),
             resume_token=d.get("resume_token"),
-            last_event_t=None if last_t is None else float(last_t),
-            catch_up_until_t=None if catch_up is None else float(catch_up),
+            last_event_t=_number(d, "last_event_t"),
+            catch_up_until_t=_number(d, "catch_up_until_t"),
+            acked_seq=acked,
             audio=audio,
             video=video,
             container=container,
-            want=list(want),
+            want=list(dict.fromkeys(want)),
             client=d.get("client"),
         )
 
 
 @dataclass(frozen=True)
+class Skip:
+    """``{"type": "skip", "to_seq": N, "to_t": T}``: the client no longer has the frames before seq
+    N, nor the media before time T (they were lost with a store that lost writes); the server
+    acknowledges up to N - 1 without them and the session's media clock goes on at T."""
+
+    to_seq: int
+    to_t: float
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Skip:
+        seq = d.get("to_seq")
+        if not isinstance(seq, int) or isinstance(seq, bool) or not 1 <= seq < 2**32:
+            raise ProtocolError(ErrorCode.BAD_JSON, "skip.to_seq must be a seq (1 .. 2^32-1)")
+        t = _number(d, "to_t", "skip")
+        if t is None or t < 0:
+            raise ProtocolError(ErrorCode.BAD_JSON, "skip.to_t must be a media time in seconds")
+        return cls(seq, t)
+
+
+@dataclass(frozen=True)
 class Limits:
+    """What the server enforces, announced in ``welcome["limits"]`` and ``/healthz``."""
+
     max_message_bytes: int = 4 * 1024 * 1024
+    max_hello_bytes: int = 64 * 1024  # every message before the hello is accepted
     max_video_fps: float = 30.0
     max_video_width: int = 1920
     max_video_height: int = 1080
     max_audio_seconds_per_frame: float = 1.0
-    max_unacked_frames: int = 600
+    max_unacked_frames: int = 600  # frames received and not yet acknowledged, per session
+    max_media_speed: float = 8.0  # media seconds a session may send per second, sustained
+    max_media_burst_s: float = 30.0  # ... and in one burst (a reconnect's catch-up)
+    max_bytes_per_s: int = 8 * 1024 * 1024  # media payload bytes a session may send per second, sustained
+    max_lead_s: float = 5.0  # a frame may be stamped at most this far ahead of the session's clock
     idle_timeout_s: float = 30.0
     session_ttl_s: int = 3600
+    max_sessions: int = 24  # live sessions per server process
+    max_connections_per_peer: int = 16  # open connections per client address (0: no limit)
 
 
 def parse_control(text: str) -> dict[str, Any]:

@@ -3,6 +3,7 @@ which video frames to skip; accepted frames go to the backlog for analysis."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 from aiohttp import WSMsgType, web
@@ -11,7 +12,17 @@ from vibescope.server.backlog import Backlog, Pending
 from vibescope.server.context import ConnectionContext
 from vibescope.server.handshake import OpenSession
 from vibescope.server.outbox import Outbox
-from vibescope.server.protocol import KIND_NAMES, CloseCode, ErrorCode, Kind, ProtocolError, decode_frame, parse_control
+from vibescope.server.protocol import (
+    KIND_NAMES,
+    CloseCode,
+    ErrorCode,
+    Kind,
+    Limits,
+    ProtocolError,
+    Skip,
+    decode_frame,
+    parse_control,
+)
 from vibescope.server.shedding import VideoShedding
 
 FLOOD_SECONDS = 5  # close after this many seconds' worth of frames beyond the rate limit
@@ -48,6 +59,36 @@ class VideoRateLimit:
         return self.flood > self.fps * FLOOD_SECONDS
 
 
+class MediaBudget:
+    """What one session may send: ``speed`` media seconds per second of audio (a burst of
+    ``burst_s``) and ``bytes_per_s`` payload bytes of every kind (a burst of two seconds' worth).
+    Over budget the reader waits, so TCP pushes back on the client; nothing is dropped."""
+
+    def __init__(self, limits: Limits, clock=time.monotonic) -> None:
+        self.clock = clock
+        self.speed, self.burst_s = limits.max_media_speed, limits.max_media_burst_s
+        self.bytes_per_s = limits.max_bytes_per_s
+        self._media = self.burst_s
+        self._bytes = 2.0 * self.bytes_per_s
+        self._at = clock()
+
+    def _refill(self) -> None:
+        now = self.clock()
+        elapsed, self._at = now - self._at, now
+        self._media = min(self.burst_s, self._media + elapsed * self.speed)
+        self._bytes = min(2.0 * self.bytes_per_s, self._bytes + elapsed * self.bytes_per_s)
+
+    def wait_s(self, media_s: float, nbytes: int) -> float:
+        """Seconds to wait before a frame of ``media_s`` seconds and ``nbytes`` bytes is affordable
+        (0: now); takes them when it is."""
+        self._refill()
+        need = max((media_s - self._media) / self.speed, (nbytes - self._bytes) / self.bytes_per_s, 0.0)
+        if need <= 0:
+            self._media -= media_s
+            self._bytes -= nbytes
+        return need
+
+
 class FrameReader:
     def __init__(
         self,
@@ -57,6 +98,7 @@ class FrameReader:
         session: OpenSession,
         backlog: Backlog,
         shedding: VideoShedding,
+        acked: asyncio.Event,
     ) -> None:
         self.ws, self.ctx, self.outbox, self.session = ws, ctx, outbox, session
         self.backlog, self.shedding = backlog, shedding
@@ -64,6 +106,22 @@ class FrameReader:
         self.metrics = ctx.metrics
         self.last_received = session.acked_seq
         self.video_rate = VideoRateLimit(self.limits.max_video_fps)
+        self.budget = MediaBudget(self.limits)
+        self.acked = acked  # set by the analysis loop at each ack: the window may open
+        self._bytes_per_sample = None
+        if session.engine.config.audio_encoding:
+            width = 2 if session.engine.config.audio_encoding == "pcm16" else 4
+            self._bytes_per_sample = width * session.engine.config.audio_channels * session.engine.config.audio_rate
+
+    async def _within_limits(self, frame_kind: Kind, payload_bytes: int) -> None:
+        """Wait while the session is at its window (``max_unacked_frames`` read and not yet
+        acknowledged) or over its media budget: the client's frames wait in the socket."""
+        while self.last_received - self.session.acked_seq >= self.limits.max_unacked_frames:
+            self.acked.clear()
+            await self.acked.wait()
+        media_s = payload_bytes / self._bytes_per_sample if frame_kind == Kind.AUDIO and self._bytes_per_sample else 0.0
+        while (wait := self.budget.wait_s(media_s, payload_bytes)) > 0:
+            await asyncio.sleep(min(wait, 1.0))
 
     async def run(self) -> None:
         while not self.ws.closed and not self.outbox.closing:
@@ -92,7 +150,20 @@ class FrameReader:
             self.outbox.send_error(exc.code, exc.message)
             return
         kind = msg["type"]
-        if kind == "bye":
+        if kind == "skip":
+            try:
+                skip = Skip.from_dict(msg)
+            except ProtocolError as exc:
+                self.outbox.send_error(exc.code, exc.message)
+                return
+            if skip.to_seq <= self.last_received:
+                self.outbox.send_error(
+                    ErrorCode.BAD_SEQ, f"skip.to_seq {skip.to_seq} is not past seq {self.last_received}"
+                )
+                return
+            self.last_received = skip.to_seq - 1
+            await self.backlog.put(Pending(self.last_received, None, self.ctx.clock(), skip_to_t=skip.to_t))
+        elif kind == "bye":
             await self.backlog.put(Pending(self.last_received, None, self.ctx.clock(), bye=True))
             self.outbox.closing = True
         elif kind == "hello":
@@ -118,6 +189,7 @@ class FrameReader:
                 frame.seq,
             )
             return
+        await self._within_limits(frame.kind, len(frame.payload))
         self.last_received = frame.seq
         catch_up = self.session.catch_up_until_t is not None and frame.timestamp < self.session.catch_up_until_t
         if frame.kind == Kind.VIDEO and not self.video_rate.admit(frame.timestamp_us):

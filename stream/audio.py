@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
+from vibescope.stream import state
 from vibescope.stream.timebase import SAMPLE_RATE
 
 VAD_MODEL_ID = "silero-vad-6"
@@ -72,7 +73,12 @@ class SpeechDetector:
         return {"state": self._state.copy(), "context": self._context.copy(), "pending": self._pending.copy()}
 
     def load_state_dict(self, s: dict[str, Any]) -> None:
-        self._state, self._context, self._pending = s["state"].copy(), s["context"].copy(), s["pending"].copy()
+        s = state.keys(s, {"state", "context", "pending"}, "speech detector")
+        self._state = state.array(s["state"], np.float32, (2, 1, 128), "speech detector state")
+        self._context = state.array(s["context"], np.float32, (1, self.CONTEXT), "speech detector context")
+        self._pending = state.array(s["pending"], np.float32, (None,), "speech detector samples")
+        if len(self._pending) >= self.WINDOW:
+            raise state.StateError("speech detector holds more than a window of samples")
 
 
 def rms_dbfs(x: np.ndarray) -> float:

@@ -18,6 +18,7 @@ from typing import Any, Literal
 import av
 import numpy as np
 
+from vibescope.stream import state
 from vibescope.stream.timebase import SAMPLE_RATE
 
 ChunkKind = Literal["audio", "video", "container"]
@@ -33,7 +34,10 @@ class Chunk:
 
 
 class MediaError(ValueError):
-    """Undecodable or out-of-limits media; the message is safe to show to the client."""
+    """Undecodable or out-of-limits media; the message is safe to show to the client, ``code`` is
+    the protocol's error code for it."""
+
+    code = "bad_media"
 
 
 # --- PCM ---------------------------------------------------------------------------------------
@@ -153,10 +157,15 @@ class Resampler:
         }
 
     def load_state_dict(self, s: dict[str, Any]) -> None:
+        s = state.keys(s, set(self.state_dict()), "resampler")
         if s["rate_in"] != self.rate_in:
-            raise ValueError("resampler state for another input rate")
-        self._buf, self._buf_start = s["buf"].copy(), s["buf_start"]
-        self._n_in, self._n_out = s["n_in"], s["n_out"]
+            raise state.StateError("resampler state for another input rate")
+        self._buf = state.array(s["buf"], np.float64, (None,), "resampler buffer")
+        if len(self._buf) > 4 * self.half + self.rate_in:
+            raise state.StateError("resampler buffer longer than its filter needs")
+        self._buf_start = state.integer(s["buf_start"], "resampler position", -self.half)
+        self._n_in = state.integer(s["n_in"], "resampler input count", 0)
+        self._n_out = state.integer(s["n_out"], "resampler output count", 0)
 
 
 # --- images ------------------------------------------------------------------------------------
@@ -281,9 +290,57 @@ def decode_image(payload: bytes, max_width: int, max_height: int, short_side: in
     return decode_picture(payload, max_width, max_height, short_side).rgb()
 
 
+def image_dimensions(payload: bytes) -> tuple[int, int]:
+    """(width, height) read from a JPEG's frame header or a WebP's VP8/VP8L/VP8X header, without
+    decoding anything; :class:`MediaError` when the header is not there or malformed."""
+    kind = image_kind(payload)
+    if kind == "jpeg":
+        pos = 2
+        while pos + 4 <= len(payload):
+            if payload[pos] != 0xFF:
+                raise MediaError("JPEG: malformed marker segment")
+            marker = payload[pos + 1]
+            if marker == 0xFF:  # fill byte
+                pos += 1
+                continue
+            if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7:  # no length
+                pos += 2
+                continue
+            length = int.from_bytes(payload[pos + 2 : pos + 4], "big")
+            # SOF0..SOF15 except DHT (C4), JPG (C8) and DAC (CC): the frame header with the size
+            if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
+                if pos + 9 > len(payload) or length < 8:
+                    break
+                height = int.from_bytes(payload[pos + 5 : pos + 7], "big")
+                width = int.from_bytes(payload[pos + 7 : pos + 9], "big")
+                return width, height
+            if marker == 0xDA or length < 2:  # scan data before any frame header
+                break
+            pos += 2 + length
+        raise MediaError("JPEG without a frame header (SOF) before its image data")
+    if kind == "webp":
+        chunk = payload[12:16]
+        if chunk == b"VP8 " and len(payload) >= 30 and payload[23:26] == b"\x9d\x01\x2a":
+            w = int.from_bytes(payload[26:28], "little") & 0x3FFF
+            h = int.from_bytes(payload[28:30], "little") & 0x3FFF
+            return w, h
+        if chunk == b"VP8L" and len(payload) >= 25 and payload[20] == 0x2F:
+            bits = int.from_bytes(payload[21:25], "little")
+            return (bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1
+        if chunk == b"VP8X" and len(payload) >= 30:
+            return int.from_bytes(payload[24:27], "little") + 1, int.from_bytes(payload[27:30], "little") + 1
+        raise MediaError("WebP without a VP8/VP8L/VP8X header")
+    raise MediaError("video frame is neither JPEG nor WebP")
+
+
 def decode_picture(payload: bytes, max_width: int, max_height: int, short_side: int = 360) -> Picture:
-    """JPEG/WebP bytes -> :class:`Picture` (decoded and checked now, converted to RGB on first use)."""
+    """JPEG/WebP bytes -> :class:`Picture` (decoded and checked now, converted to RGB on first use).
+
+    The size is read from the image's header and checked before anything is decoded."""
     codec = _image_codec(payload)
+    width, height = image_dimensions(payload)
+    if width > max_width or height > max_height or width < 1 or height < 1:
+        raise MediaError(f"image {width}x{height} exceeds the limit {max_width}x{max_height}")
     try:
         frames = _image_decoder(codec).decode(av.Packet(payload))
     except (av.FFmpegError, ValueError, OSError) as exc:
@@ -292,8 +349,8 @@ def decode_picture(payload: bytes, max_width: int, max_height: int, short_side: 
     if not frames:
         raise MediaError("cannot decode image: no picture in the payload")
     frame = frames[0]
-    if frame.width > max_width or frame.height > max_height:
-        raise MediaError(f"image {frame.width}x{frame.height} exceeds the limit {max_width}x{max_height}")
+    if (frame.width, frame.height) != (width, height):  # the header lied about the size
+        raise MediaError(f"image decodes to {frame.width}x{frame.height}, its header says {width}x{height}")
     return Picture(frame, short_side)
 
 
@@ -359,11 +416,35 @@ class ContainerDecoder:
     chunk) and the tail since the last fragment boundary (a Matroska Cluster or an MP4 ``moof``).
     Each ``feed`` re-demuxes header + tail and emits what lies past what was already emitted; the
     last packet of each stream is held back until more data (or ``flush``) shows it is complete.
-    The cost per chunk is bounded by one fragment (MediaRecorder starts one per keyframe/second).
+
+    Bounded for outside input: only the Matroska/WebM and MP4 demuxers are opened, only the codecs
+    MediaRecorder writes are decoded (``CODECS``), the tail may not grow past ``MAX_TAIL`` (checked
+    before appending), one chunk may decode to at most ``MAX_CHUNK_SECONDS`` of audio and
+    ``MAX_CHUNK_FRAMES`` video frames, and a chunk that fails leaves the state as it was.
     """
 
-    MAX_TAIL = 16 * 1024 * 1024
+    MAX_TAIL = 8 * 1024 * 1024
     MAX_UNOPENED = 1024 * 1024  # bytes to wait for a header that opens
+    MAX_CHUNK_SECONDS = 10.0
+    MAX_CHUNK_FRAMES = 300
+    # the decoders of Opus, Vorbis, AAC, VP8, VP9, AV1 and H.264 (FFmpeg's own or the libraries')
+    CODECS = frozenset(
+        {
+            "opus",
+            "libopus",
+            "vorbis",
+            "libvorbis",
+            "aac",
+            "vp8",
+            "libvpx",
+            "vp9",
+            "libvpx-vp9",
+            "av1",
+            "libdav1d",
+            "libaom-av1",
+            "h264",
+        }
+    )
 
     def __init__(self, short_side: int = 360) -> None:
         self.short_side = short_side
@@ -378,35 +459,51 @@ class ContainerDecoder:
             if not (chunk[:4] == _EBML_MAGIC or chunk[4:8] == b"ftyp"):
                 raise MediaError("container stream must start with a WebM/Matroska (EBML) or MP4 (ftyp) header")
             starts = [b for b in _boundaries(chunk) if b > 0]  # the header ends where a fragment starts
-            if not starts:
-                self.header, self.tail = chunk, b""
-            else:
-                self.header, self.tail = chunk[: starts[0]], chunk[starts[0] :]
+            header, tail = (chunk, b"") if not starts else (chunk[: starts[0]], chunk[starts[0] :])
         else:
-            self.tail += chunk
-        if len(self.tail) > self.MAX_TAIL:
-            raise MediaError("container fragment grew past 16 MiB without a new cluster/moof")
-        return self._decode(final=False)
+            if len(self.tail) + len(chunk) > self.MAX_TAIL:
+                raise MediaError(
+                    f"container fragment would grow past {self.MAX_TAIL >> 20} MiB without a new cluster/moof"
+                )
+            header, tail = self.header, self.tail + chunk
+        if len(tail) > self.MAX_TAIL or len(header) > self.MAX_TAIL:
+            raise MediaError(f"container header or fragment larger than {self.MAX_TAIL >> 20} MiB")
+        out, done = self._decode(header, tail, final=False)
+        self.header, self.tail = header, tail  # the chunk decoded within bounds: keep it
+        self.audio_done_until, self.video_done_until, self.audio_rate = done
+        self._trim()
+        return out
 
     def flush(self) -> DecodedMedia:
         if not self.header:
             return DecodedMedia([], None, [])
-        return self._decode(final=True)
+        out, done = self._decode(self.header, self.tail, final=True)
+        self.audio_done_until, self.video_done_until, self.audio_rate = done
+        return out
 
-    def _decode(self, final: bool) -> DecodedMedia:
-        data = self.header + self.tail
+    def _decode(self, header: bytes, tail: bytes, final: bool) -> tuple[DecodedMedia, tuple]:
+        data = header + tail
+        done = [self.audio_done_until, self.video_done_until, self.audio_rate]
         out = DecodedMedia([], self.audio_rate, [])
+        fmt = "matroska" if data[:4] == _EBML_MAGIC else "mp4"
         try:
-            container = av.open(io.BytesIO(data), mode="r")
+            container = av.open(io.BytesIO(data), mode="r", format=fmt)
         except (av.FFmpegError, ValueError, OSError) as exc:
             if len(data) < self.MAX_UNOPENED and not final:
-                return out  # the header may not be complete yet
+                return out, tuple(done)  # the header may not be complete yet
             raise MediaError(
                 f"cannot open container ({exc}); WebM or fragmented MP4 as MediaRecorder "
                 "writes them can be streamed, an MP4 with its index at the end cannot"
             ) from None
         with container:
             streams = [s for s in container.streams if s.type in ("audio", "video")]
+            for stream in streams:
+                name = stream.codec_context.name
+                if name not in self.CODECS:
+                    raise MediaError(
+                        f"container stream codec {name!r} is not one MediaRecorder writes "
+                        "(Opus, Vorbis, AAC, VP8, VP9, AV1, H.264)"
+                    )
             packets: dict[int, list[Any]] = {s.index: [] for s in streams}
             try:
                 for packet in container.demux(streams):
@@ -418,11 +515,10 @@ class ContainerDecoder:
                 plist = packets[stream.index]
                 if not final and plist:
                     plist = plist[:-1]  # may be incomplete
-                self._decode_stream(stream, plist, out, final)
-        self._trim()
-        return out
+                self._decode_stream(stream, plist, out, final, done)
+        return out, tuple(done)
 
-    def _decode_stream(self, stream: Any, plist: list[Any], out: DecodedMedia, final: bool) -> None:
+    def _decode_stream(self, stream: Any, plist: list[Any], out: DecodedMedia, final: bool, done: list) -> None:
         ctx = stream.codec_context
         frames: list[Any] = []
         for packet in plist:
@@ -435,13 +531,17 @@ class ContainerDecoder:
                 frames.extend(ctx.decode(None))
             except (av.FFmpegError, ValueError):
                 pass
+        new_seconds, new_frames = 0.0, 0
         for frame in frames:
             if frame.pts is None:
                 continue
             t = float(frame.pts * (frame.time_base or stream.time_base))  # some demuxers leave it unset
             if stream.type == "audio":
-                if t + 1e-6 < self.audio_done_until:
+                if t + 1e-6 < done[0]:
                     continue
+                new_seconds += frame.samples / frame.sample_rate
+                if new_seconds > self.MAX_CHUNK_SECONDS:
+                    raise MediaError(f"container chunk decodes to more than {self.MAX_CHUNK_SECONDS:g} s of new audio")
                 raw = frame.to_ndarray()
                 pcm = raw.astype(np.float32)
                 if np.issubdtype(raw.dtype, np.integer):
@@ -450,12 +550,15 @@ class ContainerDecoder:
                     mono = pcm.mean(axis=0)
                 else:
                     mono = pcm.reshape(-1, len(frame.layout.channels)).mean(axis=1)
-                self.audio_rate = out.audio_rate = frame.sample_rate
+                done[2] = out.audio_rate = frame.sample_rate
                 out.audio.append((t, mono.astype(np.float32)))
-                self.audio_done_until = t + frame.samples / frame.sample_rate
-            elif t > self.video_done_until + 1e-6:
+                done[0] = t + frame.samples / frame.sample_rate
+            elif t > done[1] + 1e-6:
+                new_frames += 1
+                if new_frames > self.MAX_CHUNK_FRAMES:
+                    raise MediaError(f"container chunk decodes to more than {self.MAX_CHUNK_FRAMES} new video frames")
                 out.video.append((t, frame_to_rgb(frame, self.short_side)))
-                self.video_done_until = t
+                done[1] = t
 
     def _trim(self) -> None:
         # Keep the tail from the second-to-last fragment boundary: a packet held back at the end of
@@ -474,9 +577,16 @@ class ContainerDecoder:
         }
 
     def load_state_dict(self, s: dict[str, Any]) -> None:
-        self.header, self.tail = s["header"], s["tail"]
-        self.audio_done_until, self.video_done_until = s["audio_done_until"], s["video_done_until"]
-        self.audio_rate = s["audio_rate"]
+        s = state.keys(s, set(self.state_dict()), "container decoder")
+        self.header = state.instance(s["header"], bytes, "container header")
+        self.tail = state.instance(s["tail"], bytes, "container tail")
+        if len(self.header) > self.MAX_TAIL or len(self.tail) > self.MAX_TAIL:
+            raise state.StateError("container decoder state larger than its limits")
+        self.audio_done_until = state.number(s["audio_done_until"], "container audio time")
+        self.video_done_until = state.number(s["video_done_until"], "container video time")
+        self.audio_rate = (
+            None if s["audio_rate"] is None else state.integer(s["audio_rate"], "container rate", 1, 384000)
+        )
 
 
 def _boundaries(data: bytes) -> list[int]:

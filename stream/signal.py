@@ -11,11 +11,12 @@ from typing import Any
 
 import numpy as np
 
+from vibescope.stream import state
 from vibescope.stream.audio import LOUDNESS_ID, SpeechDetector, rms_dbfs
 from vibescope.stream.cards import card
 from vibescope.stream.face import FaceDetector
 from vibescope.stream.media import Picture
-from vibescope.stream.stage import FaceObservation, Tick, apply_each, single
+from vibescope.stream.stage import FaceObservation, Tick, apply_each, check_face, single
 
 
 class SignalStage:
@@ -106,7 +107,9 @@ class SignalStage:
     def state_dict(self) -> dict[str, Any]:
         return {"vad": self.vad.state_dict(), "face_t": self._face_t, "face": self._face, "full_t": self._full_t}
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.vad.load_state_dict(state["vad"])
-        self._face_t, self._face = state["face_t"], state["face"]
-        self._full_t = state.get("full_t")  # absent in states saved before tracking: look at the whole frame
+    def load_state_dict(self, s: dict[str, Any]) -> None:
+        s = state.keys(s, {"vad", "face_t", "face", "full_t"}, "signal stage")
+        self.vad.load_state_dict(s["vad"])
+        self._face_t = state.number(s["face_t"], "face detection time", optional=True)
+        self._face = check_face(s["face"])
+        self._full_t = state.number(s["full_t"], "whole-frame detection time", optional=True)

@@ -24,9 +24,11 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from vibescope.stream import state
 from vibescope.stream.timebase import TICK_SECONDS
 
 
+@state.register
 @dataclass
 class FaceObservation:
     """Largest face of one video frame, in the frame's pixel coordinates."""
@@ -37,6 +39,7 @@ class FaceObservation:
     frame_size: tuple[int, int]  # width, height
 
 
+@state.register
 @dataclass
 class Tick:
     """One 100 ms slice of media time, ``[t_start, t_end)`` in seconds."""
@@ -62,6 +65,56 @@ class Tick:
     @property
     def t_end(self) -> float:
         return round((self.index + 1) * TICK_SECONDS, 6)
+
+
+def check_face(face: Any, what: str = "face") -> FaceObservation | None:
+    """A loaded ``FaceObservation`` (or None) with the types and sizes one has; ``StateError`` else."""
+    if face is None:
+        return None
+    state.instance(face, FaceObservation, what)
+    state.number(face.score, f"{what} score")
+    if not (isinstance(face.box, tuple) and len(face.box) == 4):
+        raise state.StateError(f"{what}: box is not 4 numbers")
+    for v in face.box:
+        state.number(v, f"{what} box")
+    if not (isinstance(face.landmarks, list) and len(face.landmarks) <= 16):
+        raise state.StateError(f"{what}: landmarks are not a short list")
+    for point in face.landmarks:
+        if not (isinstance(point, tuple) and len(point) == 2):
+            raise state.StateError(f"{what}: a landmark is not a point")
+        state.number(point[0], f"{what} landmark")
+        state.number(point[1], f"{what} landmark")
+    if not (isinstance(face.frame_size, tuple) and len(face.frame_size) == 2):
+        raise state.StateError(f"{what}: frame size is not (width, height)")
+    for v in face.frame_size:
+        state.integer(v, f"{what} frame size", 1, 1 << 16)
+    return face
+
+
+def check_tick(tick: Any, what: str = "held tick") -> Tick:
+    """A loaded ``Tick`` a stage held: right types, no frame, audio and stems at most a tick long."""
+    from vibescope.stream.timebase import TICK_SAMPLES
+
+    state.instance(tick, Tick, what)
+    state.integer(tick.index, f"{what} index", 0)
+    if tick.audio is not None:
+        tick.audio = state.array(tick.audio, np.float32, (None,), f"{what} audio")
+        if len(tick.audio) > TICK_SAMPLES:
+            raise state.StateError(f"{what}: audio longer than a tick")
+    if tick.frame is not None:
+        raise state.StateError(f"{what}: held ticks keep no frame")
+    state.number(tick.frame_t, f"{what} frame time", optional=True)
+    check_face(tick.face, f"{what} face")
+    state.instance(tick.video_seen, bool, f"{what} video_seen")
+    state.instance(tick.fields, dict, f"{what} fields")
+    models = state.instance(tick.models, dict, f"{what} models")
+    if not all(isinstance(k, str) and isinstance(v, str) for k, v in models.items()):
+        raise state.StateError(f"{what}: models are not names")
+    for name, x in state.instance(tick.stems, dict, f"{what} stems").items():
+        tick.stems[name] = state.array(x, np.float32, (None,), f"{what} stem")
+        if not isinstance(name, str) or len(x) > TICK_SAMPLES:
+            raise state.StateError(f"{what}: stem longer than a tick")
+    return tick
 
 
 class Stage(Protocol):

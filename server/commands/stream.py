@@ -50,7 +50,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from vibescope.server.app import run
     from vibescope.server.config import ServerConfig
 
-    limits = Limits(session_ttl_s=args.ttl)
+    limits = Limits(
+        session_ttl_s=args.ttl,
+        max_sessions=args.max_sessions,
+        max_connections_per_peer=args.max_per_peer,
+        max_unacked_frames=args.max_unacked,
+    )
     config = ServerConfig(
         host=args.host,
         port=args.port,
@@ -60,6 +65,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         limits=limits,
         workers=args.workers,
         pipeline=args.pipeline,
+        allow_origins=tuple(args.allow_origin),
+        trust_forwarded=args.trust_forwarded,
     )
     try:
         config.check()
@@ -103,6 +110,9 @@ def cmd_push(args: argparse.Namespace) -> int:
         on_event=lambda ev: _print_event(ev, args.jsonl),
         on_ost=lambda t, b: ost.append((t, b)),
         on_error=on_error,
+        on_lost=lambda a, b: print(
+            f"vibescope push: media {a:.2f}–{b:.2f} s was lost by the server and is not analysed", file=sys.stderr
+        ),
         give_up_after_s=args.give_up_after,
     )
     try:
@@ -118,7 +128,8 @@ def cmd_push(args: argparse.Namespace) -> int:
         print(f"vibescope push: wrote {seconds:.1f} s of OST audio to {args.save_ost}", file=sys.stderr)
     print(
         f"vibescope push: session {client.session_id}: {stats.sent} frames sent, {stats.resent} resent, "
-        f"{stats.reconnects} reconnects, {stats.events} events",
+        f"{stats.reconnects} reconnects, {stats.events} events"
+        + (f", {stats.new_sessions} new sessions" if stats.new_sessions else ""),
         file=sys.stderr,
     )
     return 0
@@ -209,7 +220,8 @@ def register(groups: dict[str, Any]) -> None:
     p.add_argument(
         "--token",
         default=_env("TOKEN"),
-        help="token clients must send in hello (env VIBESCOPE_TOKEN); required unless listening on loopback only",
+        help="token clients must send in hello (env VIBESCOPE_TOKEN); without one, a loopback-only server "
+        "serves only clients on its own host with no proxy in between",
     )
     p.add_argument(
         "--ttl", type=int, default=int(_env("SESSION_TTL", 3600)), help="seconds a session is kept after its last write"
@@ -221,6 +233,40 @@ def register(groups: dict[str, Any]) -> None:
         default=_env("PIPELINE", "default"),
         help="default: every model (speech, face, expression, music/OST, valence/arousal); "
         "base: the signal measures only (speech, loudness, face), far cheaper (env VIBESCOPE_PIPELINE)",
+    )
+    defaults = Limits()
+    p.add_argument(
+        "--max-sessions",
+        type=int,
+        default=int(_env("MAX_SESSIONS", defaults.max_sessions)),
+        help=f"live sessions per server process; more are told to retry (env VIBESCOPE_MAX_SESSIONS; "
+        f"default {defaults.max_sessions}, docs/performance.md; 0: no limit)",
+    )
+    p.add_argument(
+        "--max-per-peer",
+        type=int,
+        default=int(_env("MAX_PER_PEER", defaults.max_connections_per_peer)),
+        help=f"open connections per client address (default {defaults.max_connections_per_peer}; 0: no limit)",
+    )
+    p.add_argument(
+        "--max-unacked",
+        type=int,
+        default=defaults.max_unacked_frames,
+        help=f"frames the server reads past its last ack per session (default {defaults.max_unacked_frames})",
+    )
+    p.add_argument(
+        "--allow-origin",
+        action="append",
+        default=[o for o in (_env("ALLOW_ORIGIN") or "").split(",") if o],
+        metavar="ORIGIN",
+        help="a web origin that may open streams besides the extension and this server's own pages, "
+        "e.g. https://example.org (repeatable; env VIBESCOPE_ALLOW_ORIGIN, comma-separated)",
+    )
+    p.add_argument(
+        "--trust-forwarded",
+        action="store_true",
+        default=bool(_env("TRUST_FORWARDED")),
+        help="behind a reverse proxy: a client's address is the last X-Forwarded-For entry (per-peer limits)",
     )
     p.set_defaults(func=cmd_serve)
 

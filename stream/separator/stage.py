@@ -20,11 +20,12 @@ from typing import Any
 
 import numpy as np
 
+from vibescope.stream import state as st
 from vibescope.stream.cards import card
 from vibescope.stream.separator import transforms as T
 from vibescope.stream.separator.model import CausalMaskSeparator, load_shared
 from vibescope.stream.separator.streamer import SeparatorStreamer
-from vibescope.stream.stage import Tick, apply_each, single
+from vibescope.stream.stage import Tick, apply_each, check_tick, single
 from vibescope.stream.timebase import TICK_SAMPLES
 
 EPS = 1e-10
@@ -71,8 +72,8 @@ class SeparatorStage:
             stems = SeparatorStreamer.feed_many([stages[i].streamer for i in fed], [audio[i] for i in fed])
         except Exception as exc:
             return [exc] * len(stages)
-        for i, st in zip(fed, stems, strict=False):
-            audio[i] = st
+        for i, stem in zip(fed, stems, strict=True):
+            audio[i] = stem
         return apply_each(SeparatorStage._after, stages, ticks, audio)
 
     def _take_audio(self, tick: Tick) -> np.ndarray | list[Tick]:
@@ -106,7 +107,7 @@ class SeparatorStage:
     def state_dict(self) -> dict[str, Any]:
         return {
             "streamer": self.streamer.state_dict(),
-            "held": [dict(vars(t)) for t in self._held],
+            "held": list(self._held),
             "audio_ticks": list(self._audio_ticks),
             "stems": self._stems.copy(),
             "stem_start": int(self._stem_start),
@@ -116,16 +117,21 @@ class SeparatorStage:
             "first_index": int(self._first_index),
         }
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.streamer.load_state_dict(state["streamer"])
-        self._held = [Tick(**d) for d in state["held"]]
-        self._audio_ticks = list(state["audio_ticks"])
-        self._stems = np.asarray(state["stems"], np.float32).copy()
-        self._stem_start = int(state["stem_start"])
-        self._logits = np.asarray(state["logits"], np.float32).copy()
-        self._logit_start = int(state["logit_start"])
-        self._started = bool(state["started"])
-        self._first_index = int(state["first_index"])
+    def load_state_dict(self, s: dict[str, Any]) -> None:
+        s = st.keys(s, set(self.state_dict()), "separator stage")
+        self.streamer.load_state_dict(s["streamer"])
+        held = st.instance(s["held"], list, "separator held ticks")
+        audio_ticks = st.instance(s["audio_ticks"], list, "separator audio flags")
+        if len(held) > 4 or len(audio_ticks) != len(held) or not all(isinstance(a, bool) for a in audio_ticks):
+            raise st.StateError("separator stage holds more ticks than its lag")
+        self._held = [check_tick(t) for t in held]
+        self._audio_ticks = audio_ticks
+        self._stems = st.array(s["stems"], np.float32, (2, None), "separator stems")
+        self._stem_start = st.integer(s["stem_start"], "separator stem start", 0)
+        self._logits = st.array(s["logits"], np.float32, (None,), "separator stage logits")
+        self._logit_start = st.integer(s["logit_start"], "separator stage logit start", 0)
+        self._started = st.instance(s["started"], bool, "separator started")
+        self._first_index = st.integer(s["first_index"], "separator first tick", 0)
 
     # -- internals ------------------------------------------------------------------------
     def _take(self, stems: np.ndarray) -> None:

@@ -22,6 +22,7 @@ import time
 import numpy as np
 import torch
 
+from vibescope.stream import state as st
 from vibescope.stream.separator import transforms as T
 from vibescope.stream.separator.model import CausalMaskSeparator, load_shared
 
@@ -196,25 +197,43 @@ class SeparatorStreamer:
         }
 
     def load_state_dict(self, state: dict) -> None:
-        self._context = np.asarray(state["context"], np.float32).copy()
-        self._pending = np.asarray(state["pending"], np.float32).copy()
-        self._ola = np.asarray(state["ola"], np.float32).copy()
-        self._h = np.asarray(state["h"], np.float32).copy()
+        c, la = self.model.config, self.model.lookahead
+        common = {"context", "pending", "ola", "h", "frames", "fed", "emitted", "logits", "logit_start"}
+        newer = {"past_frames", "past_feats", "mix", "out_frames"}
+        if not isinstance(state, dict) or set(state) not in (common, common | newer):
+            raise st.StateError("separator state: unexpected keys")
+        self._context = st.array(np.asarray(state["context"]), np.float32, (T.PAD,), "separator context")
+        self._pending = st.array(np.asarray(state["pending"]), np.float32, (None,), "separator pending")
+        if len(self._pending) >= T.HOP:
+            raise st.StateError("separator holds more than a hop of pending input")
+        self._ola = st.array(np.asarray(state["ola"]), np.float32, (T.N_FFT - T.HOP,), "separator synthesis tail")
+        self._h = st.array(np.asarray(state["h"]), np.float32, (c.layers, 1, c.hidden), "separator GRU state")
         if "out_frames" in state:
-            self._past_frames = np.asarray(state["past_frames"], np.float32).reshape(-1, T.N_FFT).copy()
-            self._past_feats = np.asarray(state["past_feats"], np.float32).reshape(-1, self.model.feature_size).copy()
-            self._mix = np.asarray(state["mix"], np.float32).copy()
-            self._out_frames = int(state["out_frames"])
+            self._past_frames = st.array(
+                np.asarray(state["past_frames"]).reshape(-1, T.N_FFT), np.float32, (None, T.N_FFT), "separator frames"
+            )
+            self._past_feats = st.array(
+                np.asarray(state["past_feats"]).reshape(-1, self.model.feature_size),
+                np.float32,
+                (None, self.model.feature_size),
+                "separator features",
+            )
+            if len(self._past_frames) > la or len(self._past_feats) != len(self._past_frames):
+                raise st.StateError("separator state holds more frames than its look-ahead waits for")
+            self._mix = st.array(np.asarray(state["mix"]), np.float32, (None,), "separator mixture")
+            if len(self._mix) > T.N_FFT * (la + 2):
+                raise st.StateError("separator state holds more mixture than its lag")
+            self._out_frames = st.integer(state["out_frames"], "separator frames", 0)
         else:  # saved before look-ahead existed: no frame waits, and the one input hop not yet
             # emitted is the last hop of the left context
             self._past_frames = np.zeros((0, T.N_FFT), np.float32)
             self._past_feats = np.zeros((0, self.model.feature_size), np.float32)
-            self._out_frames = int(state["frames"])
+            self._out_frames = st.integer(state["frames"], "separator frames", 0)
             self._mix = self._context[-T.HOP :].copy() if self._out_frames else np.zeros(0, np.float32)
-        self._fed = int(state["fed"])
-        self._emitted = int(state["emitted"])
-        self._logits = np.asarray(state["logits"], np.float32).copy()
-        self._logit_start = int(state["logit_start"])
+        self._fed = st.integer(state["fed"], "separator input count", 0)
+        self._emitted = st.integer(state["emitted"], "separator output count", 0)
+        self._logits = st.array(np.asarray(state["logits"]), np.float32, (None,), "separator logits")
+        self._logit_start = st.integer(state["logit_start"], "separator logit start", 0)
 
     def to_bytes(self) -> bytes:
         buf = io.BytesIO()

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from vibescope.stream import state
 from vibescope.stream.cards import card
 from vibescope.stream.media import Picture, image_shape, luma
 from vibescope.stream.stage import FaceObservation, Tick
@@ -193,7 +194,8 @@ class ExpressionStage:
     def state_dict(self) -> dict[str, Any]:
         return {"frames_classified": self.frames_classified, "last": self.last, "last_index": self.last_index}
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.frames_classified = int(state.get("frames_classified", 0))
-        self.last = state.get("last")
-        self.last_index = int(state.get("last_index", -(10**9)))
+    def load_state_dict(self, s: dict[str, Any]) -> None:
+        s = state.keys(s, {"frames_classified", "last", "last_index"}, "expression stage")
+        self.frames_classified = state.integer(s["frames_classified"], "frames classified", 0)
+        self.last = state.instance(s["last"], dict, "last expression", optional=True)
+        self.last_index = state.integer(s["last_index"], "last expression tick")

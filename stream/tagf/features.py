@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from vibescope.stream import state as st
 from vibescope.stream.tagf.expression import EXPRESSION_CLASSES
 from vibescope.stream.timebase import SAMPLE_RATE, TICK_SAMPLES
 
@@ -248,9 +249,16 @@ class AudioFrontEnd:
     def state_dict(self) -> dict[str, Any]:
         return {"tail": self.tail.copy(), "f0_history": [list(v) for v in self.f0_history]}
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.tail = np.asarray(state["tail"], np.float32).copy()
-        self.f0_history = deque((list(v) for v in state["f0_history"]), maxlen=self.HISTORY_TICKS)
+    def load_state_dict(self, s: dict[str, Any]) -> None:
+        s = st.keys(s, {"tail", "f0_history"}, "TAGF audio front-end")
+        self.tail = st.array(s["tail"], np.float32, (self.PITCH_FRAME - self.PITCH_HOP,), "TAGF audio tail")
+        history = st.instance(s["f0_history"], list, "pitch history")
+        if len(history) > self.HISTORY_TICKS:
+            raise st.StateError("pitch history longer than kept")
+        for v in history:
+            for x in st.instance(v, list, "pitch history entry"):
+                st.number(x, "pitch")
+        self.f0_history = deque((list(v) for v in history), maxlen=self.HISTORY_TICKS)
 
 
 assert TICK_SAMPLES % AudioFrontEnd.PITCH_HOP == 0

@@ -27,8 +27,9 @@ from typing import Any
 
 import numpy as np
 
+from vibescope.stream import state as st
 from vibescope.stream.cards import card
-from vibescope.stream.stage import Tick, apply_each, single
+from vibescope.stream.stage import Tick, apply_each, check_tick, single
 from vibescope.stream.tagf.features import AudioFrontEnd, visual_vector
 from vibescope.stream.tagf.model import TagfModel, load_shared
 from vibescope.stream.tagf.streamer import TagfStreamer
@@ -142,9 +143,25 @@ class TagfStage:
             "frames_in": self.frames_in,
         }
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.streamer.load_state_dict(state["streamer"])
-        self.audio_frontend.load_state_dict(state["audio_frontend"])
-        self.pending = deque((int(i), t) for i, t in state["pending"])
-        self.presence = deque((tuple(p) for p in state["presence"]), maxlen=self.model.config.window)
-        self.frames_in = int(state["frames_in"])
+    def load_state_dict(self, s: dict[str, Any]) -> None:
+        s = st.keys(s, {"streamer", "audio_frontend", "pending", "presence", "frames_in"}, "TAGF stage")
+        self.streamer.load_state_dict(s["streamer"])
+        self.audio_frontend.load_state_dict(s["audio_frontend"])
+        pending = st.instance(s["pending"], list, "TAGF pending ticks")
+        if len(pending) > self.model.config.window:
+            raise st.StateError("TAGF stage holds more ticks than its window")
+        self.pending = deque()
+        for pair in pending:
+            if not (isinstance(pair, tuple) and len(pair) == 2):
+                raise st.StateError("TAGF pending tick is not (frame, tick)")
+            self.pending.append((st.integer(pair[0], "TAGF frame", 0), check_tick(pair[1])))
+        presence = st.instance(s["presence"], list, "TAGF presence")
+        if len(presence) > self.model.config.window:
+            raise st.StateError("TAGF presence longer than its window")
+        flags = []
+        for p in presence:
+            if not (isinstance(p, tuple) and len(p) == 3):
+                raise st.StateError("TAGF presence flags are not triples")
+            flags.append(tuple(st.integer(v, "TAGF presence flag", 0, 1) for v in p))
+        self.presence = deque(flags, maxlen=self.model.config.window)
+        self.frames_in = st.integer(s["frames_in"], "TAGF frames", 0)

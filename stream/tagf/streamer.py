@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from vibescope.stream import state as stored
 from vibescope.stream.tagf.model import TagfConfig, TagfModel, load_shared
 from vibescope.stream.timebase import TICK_SECONDS as FRAME_S
 
@@ -190,21 +191,42 @@ class TagfStreamer:
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.cache = {
-            k: [
-                (torch.from_numpy(np.array(c0, np.float32)), torch.from_numpy(np.array(c1, np.float32))) for c0, c1 in v
+        """Continue from ``state_dict()``; the shapes must be this model's (``StateError`` else)."""
+        fresh = TagfStreamer(self.model).state_dict()
+        state = stored.keys(state, set(fresh), "TAGF streamer")
+        cache = stored.instance(state["cache"], dict, "TAGF encoder caches")
+        if set(cache) != set(fresh["cache"]):
+            raise stored.StateError("TAGF encoder caches: unexpected encoders")
+        self.cache = {}
+        for k, ref in fresh["cache"].items():
+            layers = stored.instance(cache[k], list, "TAGF encoder cache")
+            if len(layers) != len(ref):
+                raise stored.StateError("TAGF encoder cache: wrong number of layers")
+            self.cache[k] = [
+                tuple(
+                    torch.from_numpy(stored.array(pair[j], np.float32, r[j].shape, "TAGF encoder cache"))
+                    for j in (0, 1)
+                )
+                for pair, r in zip((stored.instance(p, tuple, "TAGF cache pair") for p in layers), ref, strict=True)
             ]
-            for k, v in state["cache"].items()
-        }
-        self.buffer = torch.from_numpy(np.array(state["buffer"], np.float32))
-        self.raw = torch.from_numpy(np.array(state["raw"], np.float32))
-        lstm = state["lstm"]
-        self.state = (
-            None if lstm is None else (torch.from_numpy(np.array(lstm[0])), torch.from_numpy(np.array(lstm[1])))
-        )
-        self.frames_in = int(state["frames_in"])
-        self.frames_out = int(state["frames_out"])
-        self.finished = bool(state["finished"])
+        width = fresh["buffer"].shape[1]
+        self.buffer = torch.from_numpy(stored.array(state["buffer"], np.float32, (None, width), "TAGF window buffer"))
+        self.raw = torch.from_numpy(stored.array(state["raw"], np.float32, (None, fresh["raw"].shape[1]), "TAGF input"))
+        if self.buffer.shape[0] > self.cfg.window or self.raw.shape[0] > self.cfg.window:
+            raise stored.StateError("TAGF streamer holds more frames than its window")
+        lstm = stored.instance(state["lstm"], tuple, "TAGF gate state", optional=True)
+        if lstm is not None:
+            if len(lstm) != 2:
+                raise stored.StateError("TAGF gate state is not (h, c)")
+            h = stored.array(lstm[0], np.float32, (None, 1, None), "TAGF gate state")
+            c = stored.array(lstm[1], np.float32, h.shape, "TAGF gate state")
+            if h.shape[0] > 4 or h.shape[2] > 4096:
+                raise stored.StateError("TAGF gate state has too many layers")
+            lstm = (torch.from_numpy(h), torch.from_numpy(c))
+        self.state = lstm
+        self.frames_in = stored.integer(state["frames_in"], "TAGF frames in", 0)
+        self.frames_out = stored.integer(state["frames_out"], "TAGF frames out", 0)
+        self.finished = stored.instance(state["finished"], bool, "TAGF finished")
 
 
 def _random_chunks(rng: np.random.Generator, n: int, window: int) -> list[int]:
@@ -222,8 +244,6 @@ def selfcheck(seed: int = 0, model: TagfModel | None = None, n_frames: int = 157
     middle). → ``{"name": "tagf", "lag_ms", "stride_ms", "window_ms", "rtf", "delta", "fusion"}``,
     ``delta`` = max over chunkings of ‖stream − offline‖ / ‖offline‖; ``rtf`` = compute time per
     media time of streaming, one thread."""
-    import pickle
-
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     if model is None:
@@ -250,9 +270,9 @@ def selfcheck(seed: int = 0, model: TagfModel | None = None, n_frames: int = 157
             outs.append(st.feed(vis[pos : pos + s], aud[pos : pos + s]))
             pos += s
             if ci == len(chunkings) - 1 and j == len(sizes) // 2:  # save/load through bytes mid-stream
-                blob = pickle.dumps(st.state_dict())
+                blob = stored.dumps(st.state_dict())
                 st = TagfStreamer(model)
-                st.load_state_dict(pickle.loads(blob))
+                st.load_state_dict(stored.loads(blob))
         outs.append(st.flush())
         if ci == 0:
             compute_s = time.perf_counter() - t0
