@@ -114,6 +114,9 @@ def session_breakdown(clip: Path, seconds: float, sessions: int = 1) -> dict[str
     lockstep.push_batch, real_push = stage_timed(lockstep.push_batch), lockstep.push_batch
     try:
         live = [Session(SessionConfig(stems=())) for _ in range(sessions)]  # as the server: no OST asked for
+        sizes: list[int] = []
+        loads: list[float] = []  # CPU seconds per state load
+        load_spent = 0.0  # not part of a session's cost: taken out of the total
         t0 = time.process_time()
         per_round = 2  # 100 ms of media per session per round: an audio frame and a video frame
         for r in range(0, max(len(s) for s in streams), per_round):
@@ -121,9 +124,16 @@ def session_breakdown(clip: Path, seconds: float, sessions: int = 1) -> dict[str
             for outs in feed_many(batch):
                 assert not any(isinstance(out, Exception) for out in outs), outs
             t1 = time.process_time()
-            for session, _ in batch:
-                session.to_bytes()
+            blobs = [session.to_bytes() for session, _ in batch]
             spent["state_serialise"] = spent.get("state_serialise", 0.0) + time.process_time() - t1
+            sizes += [len(b) for b in blobs]
+            if r % (5 * per_round) == 0:  # a resume loads the state: time it on every fifth round
+                t2 = time.process_time()
+                for blob in blobs:
+                    Session.from_bytes(blob)
+                spent_loading = time.process_time() - t2
+                loads.append(spent_loading / len(blobs))
+                load_spent += spent_loading
         for session in live:
             session.flush()
         total = time.process_time() - t0
@@ -133,7 +143,13 @@ def session_breakdown(clip: Path, seconds: float, sessions: int = 1) -> dict[str
             setattr(owner, attr, fn)
     prefix = "session" if sessions == 1 else f"lockstep{sessions}"
     out = {f"{prefix}_{k}_ms_per_media_s": v / media_s * 1000 for k, v in sorted(spent.items())}
-    out[f"{prefix}_total_ms_per_media_s"] = total / media_s * 1000
+    load_s = sum(loads) / len(loads) if loads else 0.0
+    load_s_total = load_s * len(sizes)  # as if the state were loaded after every round, like it is saved
+    out[f"{prefix}_total_ms_per_media_s"] = (total - load_spent) / media_s * 1000
+    out[f"{prefix}_state_load_ms_per_media_s"] = load_s_total / media_s * 1000
+    out[f"{prefix}_state_load_ms"] = load_s * 1000
+    out[f"{prefix}_state_kb_mean"] = sum(sizes) / len(sizes) / 1024
+    out[f"{prefix}_state_kb_max"] = max(sizes) / 1024
     out[f"{prefix}_media_s"] = round(media_s / sessions, 1)
     return out
 

@@ -48,7 +48,13 @@ class TimestampError(MediaError):
     code = "bad_timestamp"
 
 
-@st.register
+def _config_fields(f: dict[str, Any]) -> dict[str, Any]:
+    if isinstance(f.get("stems"), list):
+        f["stems"] = tuple(f["stems"])
+    return f
+
+
+@st.register(convert=_config_fields)
 @dataclass(frozen=True)
 class SessionConfig:
     """What a stream carries; fixed for the session's life (it is part of the saved state)."""
@@ -338,9 +344,9 @@ class Session:
     # --- state -----------------------------------------------------------------------------
 
     def state_dict(self) -> dict[str, Any]:
-        frames = {
-            i: (t, payload, None if payload is not None else rgb) for i, (t, payload, rgb) in self._frames.items()
-        }
+        frames = [
+            [i, t, payload, None if payload is not None else rgb] for i, (t, payload, rgb) in self._frames.items()
+        ]
         return {
             "version": STATE_VERSION,
             "config": self.config,
@@ -387,11 +393,11 @@ class Session:
         self._next_tick = st.integer(s["next_tick"], "next tick", 0)
         self._started = st.instance(s["started"], bool, "started")
         self._audio_next_t = st.number(s["audio_next_t"], "audio clock", optional=True)
-        gap = st.instance(s["gap"], tuple, "gap", optional=True)
+        gap = None if s["gap"] is None else st.seq(s["gap"], 2, "gap")
         self._gap = None if gap is None else (st.number(gap[0], "gap"), st.number(gap[1], "gap"))
         self._frames = {}
-        for i, frame in st.instance(s["frames"], dict, "frames").items():
-            t, payload, image = st.instance(frame, tuple, "frame")
+        for frame in st.seq(s["frames"], None, "frames"):
+            i, t, payload, image = st.seq(frame, 4, "frame")
             st.number(t, "frame time")
             if payload is not None:
                 image = decode_picture(
@@ -403,16 +409,14 @@ class Session:
                 image = st.array(image, np.uint8, (None, None, 3), "frame pixels")
             self._frames[st.integer(i, "frame tick", 0)] = (t, payload, image)
         self.video_seen = st.instance(s["video_seen"], bool, "video_seen")
-        counters = st.instance(s["counters"], tuple, "counters")
-        if len(counters) != 4:
-            raise st.StateError("counters: expected 4")
+        counters = st.seq(s["counters"], 4, "counters")
         self.dropped_video_frames = st.integer(counters[0], "dropped", 0)
         self.chunks = st.integer(counters[1], "chunks", 0)
         self.audio_seconds = st.number(counters[2], "audio seconds")
         self.video_frames = st.integer(counters[3], "video frames", 0)
         self.flushed = st.instance(s["flushed"], bool, "flushed")
-        saved = st.instance(s["stages"], list, "stages")
-        names = [st.instance(pair, tuple, "stage")[0] for pair in saved]
+        saved = [st.seq(pair, 2, "stage") for pair in st.seq(s["stages"], None, "stages")]
+        names = [name for name, _ in saved]
         if names != [stage.name for stage in self.stages]:
             raise st.StateError(f"saved stages {names} differ from this pipeline's")
         for stage, (_, stage_state) in zip(self.stages, saved, strict=True):

@@ -28,7 +28,17 @@ from vibescope.stream import state
 from vibescope.stream.timebase import TICK_SECONDS
 
 
-@state.register
+def _face_fields(f: dict[str, Any]) -> dict[str, Any]:
+    """A loaded FaceObservation's lists back into the tuples it holds (sizes checked by check_face)."""
+    for name in ("box", "frame_size"):
+        if isinstance(f.get(name), list):
+            f[name] = tuple(f[name])
+    if isinstance(f.get("landmarks"), list):
+        f["landmarks"] = [tuple(p) if isinstance(p, list) else p for p in f["landmarks"]]
+    return f
+
+
+@state.register(convert=_face_fields)
 @dataclass
 class FaceObservation:
     """Largest face of one video frame, in the frame's pixel coordinates."""

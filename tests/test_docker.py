@@ -25,12 +25,45 @@ def test_compose_has_two_replicas_redis_with_aof_and_a_proxy():
     for name in ("server1", "server2"):
         s = services[name]
         assert s["build"] == {"context": "..", "dockerfile": "docker/Dockerfile"}
-        assert s["environment"]["VIBESCOPE_REDIS_URL"] == "redis://redis:6379/0"
+        assert re.fullmatch(
+            r"redis://:\$\{VIBESCOPE_REDIS_PASSWORD:\?[^}]*\}@redis:6379/0", s["environment"]["VIBESCOPE_REDIS_URL"]
+        )
         assert "VIBESCOPE_TOKEN" in s["environment"]  # replicas listen beyond loopback
         assert s["depends_on"]["redis"]["condition"] == "service_healthy"
     assert services["proxy"]["ports"] == ["8765:8765"]
     assert set(services["proxy"]["depends_on"]) == {"server1", "server2"}
     assert any(v.startswith("./nginx.conf:") for v in services["proxy"]["volumes"])
+
+
+def test_redis_needs_a_password_cannot_evict_live_sessions_and_is_unreachable_from_the_proxy():
+    c = compose()
+    redis = c["services"]["redis"]
+    cmd = redis["command"]
+    assert cmd[cmd.index("--requirepass") + 1].startswith("${VIBESCOPE_REDIS_PASSWORD:?")
+    assert cmd[cmd.index("--maxmemory-policy") + 1] == "noeviction"
+    assert "--maxmemory" in cmd
+    assert c["networks"]["internal"]["internal"] is True
+    assert redis["networks"] == ["internal"] and "ports" not in redis
+    assert "internal" not in c["services"]["proxy"]["networks"]
+    for name in ("server1", "server2"):
+        assert set(c["services"][name]["networks"]) == {"public", "internal"}
+        assert "ports" not in c["services"][name]  # only the proxy is published
+
+
+def test_the_server_image_runs_as_an_unprivileged_user():
+    lines = [line.strip() for line in (DOCKER / "Dockerfile").read_text().splitlines()]
+    users = [line.split()[1] for line in lines if line.startswith("USER ")]
+    assert users and users[-1] not in ("root", "0")
+    assert lines.index(f"USER {users[-1]}") > max(
+        i for i, line in enumerate(lines) if line.startswith("RUN make install")
+    )
+
+
+def test_the_proxy_passes_the_client_address_and_documents_tls():
+    conf = (DOCKER / "nginx.conf").read_text()
+    assert conf.count("proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;") >= 2
+    assert "# server {" in conf and "listen 8443 ssl" in conf  # the commented TLS example
+    assert compose()["services"]["server1"]["environment"]["VIBESCOPE_TRUST_FORWARDED"] == "1"
 
 
 def test_every_volume_and_dependency_is_declared():

@@ -152,16 +152,13 @@ class TagfStage:
             raise st.StateError("TAGF stage holds more ticks than its window")
         self.pending = deque()
         for pair in pending:
-            if not (isinstance(pair, tuple) and len(pair) == 2):
-                raise st.StateError("TAGF pending tick is not (frame, tick)")
-            self.pending.append((st.integer(pair[0], "TAGF frame", 0), check_tick(pair[1])))
+            frame, tick = st.seq(pair, 2, "TAGF pending tick")
+            self.pending.append((st.integer(frame, "TAGF frame", 0), check_tick(tick)))
         presence = st.instance(s["presence"], list, "TAGF presence")
         if len(presence) > self.model.config.window:
             raise st.StateError("TAGF presence longer than its window")
         flags = []
         for p in presence:
-            if not (isinstance(p, tuple) and len(p) == 3):
-                raise st.StateError("TAGF presence flags are not triples")
-            flags.append(tuple(st.integer(v, "TAGF presence flag", 0, 1) for v in p))
+            flags.append(tuple(st.integer(v, "TAGF presence flag", 0, 1) for v in st.seq(p, 3, "TAGF presence")))
         self.presence = deque(flags, maxlen=self.model.config.window)
         self.frames_in = st.integer(s["frames_in"], "TAGF frames", 0)

@@ -207,17 +207,15 @@ class TagfStreamer:
                     torch.from_numpy(stored.array(pair[j], np.float32, r[j].shape, "TAGF encoder cache"))
                     for j in (0, 1)
                 )
-                for pair, r in zip((stored.instance(p, tuple, "TAGF cache pair") for p in layers), ref, strict=True)
+                for pair, r in zip((stored.seq(p, 2, "TAGF cache pair") for p in layers), ref, strict=True)
             ]
         width = fresh["buffer"].shape[1]
         self.buffer = torch.from_numpy(stored.array(state["buffer"], np.float32, (None, width), "TAGF window buffer"))
         self.raw = torch.from_numpy(stored.array(state["raw"], np.float32, (None, fresh["raw"].shape[1]), "TAGF input"))
         if self.buffer.shape[0] > self.cfg.window or self.raw.shape[0] > self.cfg.window:
             raise stored.StateError("TAGF streamer holds more frames than its window")
-        lstm = stored.instance(state["lstm"], tuple, "TAGF gate state", optional=True)
+        lstm = None if state["lstm"] is None else stored.seq(state["lstm"], 2, "TAGF gate state")
         if lstm is not None:
-            if len(lstm) != 2:
-                raise stored.StateError("TAGF gate state is not (h, c)")
             h = stored.array(lstm[0], np.float32, (None, 1, None), "TAGF gate state")
             c = stored.array(lstm[1], np.float32, h.shape, "TAGF gate state")
             if h.shape[0] > 4 or h.shape[2] > 4096:
