@@ -15,8 +15,9 @@ client. Layout::
     10+H   ...   the blobs: raw bytes and array buffers, back to back
 
 In the tree, a value JSON cannot hold is an object with a ``$`` key: ``{"$b": [offset, length]}``
-bytes (in the blobs), ``{"$a": [offset, length], "dtype": "<f4", "shape": [n, m]}`` an array (a 0-d array is a NumPy scalar, so
-float32 arithmetic continues in float32), ``{"$c": "Tick", "f": {...}}`` a registered dataclass.
+bytes (in the blobs), ``{"$a": [offset, length], "dtype": "<f4", "shape": [n, m]}`` an array (a
+0-d array is a NumPy scalar, so float32 arithmetic continues in float32), ``{"$c": "Tick", "f":
+{...}}`` a registered dataclass.
 Tuples come back as lists and dict keys are strings (JSON's own model): the components that load
 a state convert what they need (:func:`seq`). Floats are written with ``repr``, so they come back
 bit for bit; the C JSON codec does the walking, which keeps a save in the cost of a pickle.
