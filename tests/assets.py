@@ -110,16 +110,18 @@ def write_va_annotation(path: Path, rows: list[tuple[float, float]]) -> None:
     path.write_text("valence,arousal\n" + "".join(f"{v},{a}\n" for v, a in rows))
 
 
-def write_small_mp4(path: Path, seconds: float = 2.0, fps: int = 30) -> None:
-    """A small real mp4 (H.264 + AAC) through PyAV: grey frames, a 220 Hz tone."""
+def write_small_mp4(path: Path, seconds: float = 2.0, fps: int = 30, image: np.ndarray | None = None) -> None:
+    """A small real mp4 (H.264 + AAC) through PyAV: grey frames, a 220 Hz tone. With ``image``
+    (RGB uint8, even width and height), every frame is that picture instead, at its size."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    height, width = image.shape[:2] if image is not None else (64, 96)
     with av.open(str(path), "w") as c:
         vs = c.add_stream("libx264", rate=fps)
-        vs.width, vs.height, vs.pix_fmt = 96, 64, "yuv420p"
+        vs.width, vs.height, vs.pix_fmt = width, height, "yuv420p"
         aus = c.add_stream("aac", rate=16000)
         aus.layout = "mono"
         for i in range(int(seconds * fps)):
-            img = np.full((64, 96, 3), 60 + i % 40, np.uint8)
+            img = np.full((64, 96, 3), 60 + i % 40, np.uint8) if image is None else np.ascontiguousarray(image)
             for p in vs.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
                 c.mux(p)
         for p in vs.encode():

@@ -49,13 +49,16 @@ def extension_id(manifest: Path = EXTENSION / "manifest.json") -> str:
 
 @pytest.fixture(scope="module")
 def chromium() -> str:
+    """Debian's Chromium. Missing, the browser tests fail (a run that silently skipped them would
+    look green); VIBESCOPE_SKIP_BROWSER=1 skips them instead, and -rs prints why."""
+    if os.environ.get("VIBESCOPE_SKIP_BROWSER", "") == "1":
+        pytest.skip("VIBESCOPE_SKIP_BROWSER=1: the Chromium tests were turned off for this run")
     if Path(CHROMIUM).exists():
         return CHROMIUM
-    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-        pytest.fail(
-            f"{CHROMIUM} is missing under CI: `make test` installs Debian's chromium (apt-get install -y chromium)"
-        )
-    pytest.skip(f"{CHROMIUM} is not installed (apt-get install -y chromium); not under CI, so skipping")
+    pytest.fail(
+        f"{CHROMIUM} is missing: `make test` installs Debian's chromium (apt-get install -y chromium); "
+        "set VIBESCOPE_SKIP_BROWSER=1 to skip the browser tests on purpose"
+    )
 
 
 def _face_image(width: int, height: int) -> np.ndarray:
@@ -207,6 +210,41 @@ def launch(pw, chromium: str, profile: Path, allowlist: bool = True):
     )
 
 
+def provenance_lines(models: dict) -> list[str]:
+    """The overlay's model list for the default pipeline's events (overlay-model.js provenance()):
+    a heading, then one line per model in the order valence/arousal (one TAGF model), music,
+    speech, face, then the other fields; each answers from the welcome's card data."""
+    answer = {True: "yes", False: "no", None: "unknown"}
+    assert models["valence"]["id"] == models["arousal"]["id"], models
+    lines = ["model — validated on human ratings?"]
+    lines.append(f"valence + arousal: {models['valence']['id']} — {answer[models['valence']['validated']]}")
+    for field in ("music", "speech", "face", "loudness", "expression"):
+        lines.append(f"{field}: {models[field]['id']} — {answer[models[field]['validated']]}")
+    return lines
+
+
+def check_provenance(page, models: dict, worker=None) -> None:
+    """The model list names the models of the last event: always TAGF, the separator, silero-vad and
+    the loudness meter; RetinaFace and FER only for a tick whose frame was analysed (5 Hz), which
+    the clip's face soon gives. Nothing else, nothing out of order, every answer from the cards."""
+    full = provenance_lines(models)
+    always = [line for line in full if not line.startswith(("face:", "expression:"))]
+    deadline = time.time() + 15
+    while True:
+        shown = page.locator("#vs-models").inner_text().splitlines()
+        assert [line for line in full if line in shown] == shown and set(always) <= set(shown), shown
+        if shown == full:
+            return
+        if time.time() > deadline:
+            status = worker.evaluate("() => vibescope.status()")["offscreen"] if worker else {}
+            last = (status.get("transport") or {}).get("lastEvent")
+            raise AssertionError(
+                f"the face's models were not named within 15 s; shown: {shown}; last event: {last}; "
+                f"capture: {status.get('capture')}"
+            )
+        time.sleep(0.2)
+
+
 def only_tab(ctx, page, worker) -> int:
     """The id of `page`'s tab. Without the "tabs" permission the extension cannot match tabs by URL,
     so every other page is closed first."""
@@ -295,23 +333,34 @@ def test_extension_streams_a_tab_shows_the_overlay_and_resumes_after_a_server_cr
                 )
                 assert page.locator("#vs-conn").get_attribute("data-state") == "live"
                 assert re.search(r"media t = \d+\.\d s", page.locator("#vs-time").inner_text())
-                music_text = page.locator("#vs-music-state").inner_text()
-                assert music_text in ("BGM detected", "no BGM detected", "music: not available")
-                prov_text = page.locator("#vs-models").inner_text()
-                assert "validat" in prov_text or "waiting" not in prov_text, prov_text
                 status = worker.evaluate("() => vibescope.status()")
                 assert status["active"]["mode"] == "tab", status["active"]
                 welcome_models = status["active"]["models"]
-                assert isinstance(welcome_models, dict)
-                # the point is drawn only when the server sends valence/arousal
-                point_visible = page.locator("#vs-va-point").get_attribute("visibility") == "visible"
-                last_has_va = page.evaluate(
-                    "() => { const h = document.getElementById('vibescope-overlay-host');"
-                    " return h.shadowRoot.getElementById('vs-valence').textContent !== 'V —'; }"
+                # every model behind the values shown is named, with its card's answer on validation
+                check_provenance(page, welcome_models, worker)
+                # the default pipeline sends valence/arousal with every event (TAGF on the clip's face
+                # and sound): the point is drawn, with its numbers, its capped confidence and words
+                assert page.locator("#vs-va-point").get_attribute("visibility") == "visible"
+                assert re.fullmatch(r"V [+−]\d\.\d\d", page.locator("#vs-valence").inner_text())
+                assert re.fullmatch(r"A [+−]\d\.\d\d", page.locator("#vs-arousal").inner_text())
+                confidence = re.fullmatch(r"confidence (\d+)%", page.locator("#vs-confidence").inner_text())
+                assert confidence and 0 < int(confidence[1]) <= 60  # the simulated-teacher cap (models/tagf.md)
+                words = page.locator("#vs-va-words").inner_text()
+                assert re.fullmatch(
+                    r"(leans (pleasant|unpleasant|excited|calm)(, (excited|calm))?|near neutral)"
+                    r" · learned from simulated cues, not human ratings",
+                    words,
+                ), words
+                # the clip's sound is a chord progression from its first second on, looped: once a
+                # second of music has come back, the overlay says BGM, with the separator's numbers
+                wait_for(
+                    lambda: page.locator("#vs-music-state").inner_text() == "BGM detected",
+                    15,
+                    "BGM detected in the clip's chords",
                 )
-                assert point_visible == last_has_va
-                if not last_has_va:
-                    assert "not available" in page.locator("#vs-va-words").inner_text()
+                assert page.locator("#vs-music-state").get_attribute("data-on") == "true"
+                assert re.fullmatch(r"\d+%", page.locator("#vs-music-prob").inner_text())
+                assert re.fullmatch(r"-?\d+ dB", page.locator("#vs-music-level").inner_text())
                 # styled despite the page's CSP (no inline styles), and page CSS does not reach into
                 # the shadow root (the page hides all spans and buttons)
                 assert (
@@ -368,6 +417,9 @@ def test_extension_streams_a_tab_shows_the_overlay_and_resumes_after_a_server_cr
                     15,
                     "the face in the video found by the server",
                 )
+                wait_for(
+                    lambda: page.locator("#vs-face").inner_text() == "face in view", 5, "the overlay showing the face"
+                )
 
                 # video frames are cropped to the page's video (640×360 in a 1000×520 tab), short side 360
                 wait_for(
@@ -396,14 +448,21 @@ def test_extension_streams_a_tab_shows_the_overlay_and_resumes_after_a_server_cr
                 page.mouse.up()
                 moved = page.locator("#vs-head").bounding_box()
                 assert moved["x"] > box["x"] + 100  # (vertical room inside the 360 px video is small)
-                saved = wait_for(
-                    lambda: worker.evaluate(
-                        "async (k) => (await chrome.storage.local.get(k))[k]", "overlayPos:" + site.split("/")[2]
-                    ),
-                    5,
-                    "saved position",
-                )
+
+                def saved_position():
+                    key = "overlayPos:" + site.split("/")[2]
+                    return worker.evaluate("async (k) => (await chrome.storage.local.get(k))[k]", key)
+
+                saved = wait_for(saved_position, 5, "saved position")
                 assert saved["fx"] > 0.2
+                # there the panel covers the face, and the tab is captured with its overlay: drag it
+                # back to the video's left edge, so the server can see the face after the navigation
+                box = page.locator("#vs-head").bounding_box()
+                page.mouse.move(box["x"] + 40, box["y"] + box["height"] / 2)
+                page.mouse.down()
+                page.mouse.move(box["x"] - 400, box["y"] + box["height"] / 2, steps=5)
+                page.mouse.up()
+                wait_for(lambda: saved_position()["fx"] < 0.05, 5, "the panel's place back at the left edge")
 
                 # --- crash the server, restart it on the same port: reconnect and resume -------------
                 before = worker.evaluate("() => vibescope.status()")["offscreen"]["transport"]
@@ -459,10 +518,13 @@ def test_extension_streams_a_tab_shows_the_overlay_and_resumes_after_a_server_cr
                     20,
                     "overlay updates after navigation",
                 )
-                assert worker.evaluate("() => vibescope.status()")["offscreen"]["transport"]["sessionId"] == session_id
-                assert "validat" in page.locator("#vs-models").inner_text(), (
-                    "model provenance restored after navigation"
+                wait_for(
+                    lambda: (last().get("face") or {}).get("present") is True,
+                    20,
+                    "the face found by the server again after navigation",
                 )
+                assert worker.evaluate("() => vibescope.status()")["offscreen"]["transport"]["sessionId"] == session_id
+                check_provenance(page, welcome_models, worker)  # model provenance restored after navigation
 
                 # --- stop from the action: the overlay goes away --------------------------------------
                 stopped = worker.evaluate("(id) => vibescope.toggle(id)", tab_id)
@@ -587,10 +649,10 @@ def test_demo_page_streams_a_chosen_file_like_the_extension(chromium, site_dir, 
 
 
 def test_overlay_draws_valence_arousal_with_confidence_trail_and_bgm_state(chromium, site_dir, server, tmp_path):
-    """The overlay module in Chromium fed with events that carry every field (today's server sends
-    null valence/arousal and music, so the end-to-end test cannot show them): the point sits where
-    the values say, its opacity follows the confidence, the trail fades, "BGM detected" appears
-    only after a second of music, and every value names its model and validation."""
+    """The overlay module in Chromium fed with made-up events whose values are known in advance (a
+    path round the circumplex, music that starts at 2 s, a confidence that changes): the point sits
+    where the values say, its opacity follows the confidence, the trail fades, "BGM detected"
+    appears only after a second of music, and every value names its model and validation."""
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as pw:

@@ -297,21 +297,51 @@ async def test_a_newer_connection_takes_the_session_over(server):
     await ws2.close()
 
 
-def test_metrics_expose_sessions_frames_latency_errors_and_state_size(server):
-    text = urllib.request.urlopen(server.http + "/metrics", timeout=5).read().decode()
-    for name in (
-        "vibescope_sessions_active",
-        'vibescope_frames_total{kind="audio"}',
-        "vibescope_bytes_total",
-        "vibescope_processing_latency_seconds_bucket",
-        'vibescope_errors_total{code="bad_media"}',
-        "vibescope_session_state_bytes_bucket",
-        "vibescope_session_ttl_seconds",
-        "vibescope_events_total",
-    ):
-        assert name in text
-    m = server.metrics()
-    assert m['vibescope_frames_total{kind="audio"}'] > 0 and m["vibescope_processing_latency_seconds_count"] > 0
+async def test_metrics_expose_sessions_frames_latency_errors_and_state_size():
+    """On its own server, so every number is this test's traffic: five audio frames and a corrupted JPEG."""
+    srv = ServerProcess(free_port(), "--pipeline", "base", "--ttl", "900").start()
+    try:
+        idle = srv.metrics()
+        assert idle["vibescope_sessions_active"] == 0 and idle['vibescope_frames_total{kind="audio"}'] == 0
+        assert idle["vibescope_events_total"] == 0 and idle['vibescope_errors_total{code="none"}'] == 0
+        assert idle["vibescope_processing_latency_seconds_count"] == 0
+        assert idle["vibescope_session_state_bytes_count"] == 0
+        ws, _ = await open_session(srv.url)
+        for seq in range(1, 6):
+            await ws.send(encode_frame(Kind.AUDIO, seq, (seq - 1) * 100_000, TICK_PCM))
+        await recv_until(ws, is_ack(5))
+        bad_jpeg = b"\xff\xd8\xff" + bytes(300)
+        await ws.send(encode_frame(Kind.VIDEO, 6, 500_000, bad_jpeg))
+        msgs = await recv_until(ws, is_ack(6))
+        assert [m["code"] for m in msgs if m.get("type") == "error"] == ["bad_media"]
+
+        text = urllib.request.urlopen(srv.http + "/metrics", timeout=5).read().decode()
+        for name in ("vibescope_processing_latency_seconds", "vibescope_session_state_bytes"):
+            assert f"# TYPE {name} histogram" in text
+        m = srv.metrics()
+        assert m["vibescope_sessions_active"] == 1 and m['vibescope_sessions_total{outcome="new"}'] == 1
+        assert m['vibescope_frames_total{kind="audio"}'] == 5 and m['vibescope_frames_total{kind="video"}'] == 1
+        assert m['vibescope_bytes_total{kind="audio"}'] == 5 * len(TICK_PCM)
+        assert m['vibescope_bytes_total{kind="video"}'] == len(bad_jpeg)
+        assert m["vibescope_events_total"] == 5  # the base pipeline: an event per 100 ms tick
+        assert m['vibescope_errors_total{code="bad_media"}'] == 1 and 'vibescope_errors_total{code="none"}' not in m
+        # one latency per analysed frame (the refused JPEG has none), within a generous bound
+        assert m["vibescope_processing_latency_seconds_count"] == 5
+        assert 0 < m["vibescope_processing_latency_seconds_sum"] < 5 * 2.5
+        assert m['vibescope_processing_latency_seconds_bucket{le="+Inf"}'] == 5
+        # a state size per save (one save per analysed batch, at most one per frame)
+        saves = m["vibescope_session_state_bytes_count"]
+        assert 1 <= saves <= 6 and m['vibescope_session_state_bytes_bucket{le="+Inf"}'] == saves
+        assert m['vibescope_live_state_bytes{stat="max"}'] == m['vibescope_live_state_bytes{stat="sum"}'] > 0
+        assert m['vibescope_session_ttl_seconds{store="memory"}'] == 900
+        await ws.close()
+        # the closed session is no longer active
+        deadline = asyncio.get_running_loop().time() + 10
+        while srv.metrics()["vibescope_sessions_active"] != 0:
+            assert asyncio.get_running_loop().time() < deadline, "sessions_active did not drop after close"
+            await asyncio.sleep(0.05)
+    finally:
+        srv.stop()
 
 
 def test_a_token_is_required_when_configured():

@@ -122,7 +122,17 @@ def test_a_corrupted_jpeg_is_refused_and_the_session_goes_on(face_chunks):
     with pytest.raises(MediaError):
         session.feed(Chunk("audio", b"\x01\x02\x03", 0.1))  # half a sample
     assert session.to_bytes() == before
-    assert session.feed(face_chunks[1]) is not None
+    # the next chunk (the first 100 ms of audio) closes tick 0 as if nothing had been refused ...
+    out = session.feed(face_chunks[1])
+    first = [e.to_dict() for e in out.events]
+    assert [e["t"] for e in first] == pytest.approx([0.1])
+    assert first[0]["face"]["present"] is True and first[0]["speech"]["probability"] is not None
+    # ... and the rest of the stream gives exactly the events of a session that never saw the bad chunks
+    events = first + [e.to_dict() for c in face_chunks[2:] for e in session.feed(c).events]
+    events += [e.to_dict() for e in session.flush().events]
+    for e in events:
+        e.pop("latency_ms")
+    assert events == run(face_chunks)
 
 
 def test_video_only_stream_gets_events_from_video_times():

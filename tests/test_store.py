@@ -37,13 +37,19 @@ async def test_save_stores_state_acked_seq_and_events_atomically(store):
     got = await store.load("s1")
     assert (got.state, got.acked_seq) == (b"s1-state", 7)
     assert [json.loads(e)["t"] for e in await store.events_after("s1", None)] == [0.1, 0.2]
-    assert size >= len(b"s1-state")
+    # the bytes the session occupies: its state plus the two events of its history
+    assert size == len(b"s1-state") + len(ev(0.1)) + len(ev(0.2))
+    # the next save counts the whole history, not only the events it appends
+    assert await store.save("s1", "a", b"s2", 8, [ev(0.3)]) == len(b"s2") + 3 * len(ev(0.3))
 
 
 async def test_event_history_is_bounded_and_replays_after_a_media_time(store):
     await store.create("s1", b"", {}, owner="a")
+    sizes = []
     for i in range(8):
-        await store.save("s1", "a", b"x", i + 1, [ev(round(0.1 * (i + 1), 1))])
+        sizes.append(await store.save("s1", "a", b"x", i + 1, [ev(round(0.1 * (i + 1), 1))]))
+    # what is stored grows with the history until it is full, then stays at state + 5 events
+    assert sizes == [1 + n * len(ev(0.1)) for n in (1, 2, 3, 4, 5, 5, 5, 5)]
     events = [json.loads(e)["t"] for e in await store.events_after("s1", None)]
     assert events == [0.4, 0.5, 0.6, 0.7, 0.8]  # history = 5
     assert [json.loads(e)["t"] for e in await store.events_after("s1", 0.6)] == [0.7, 0.8]
