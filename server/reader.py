@@ -80,7 +80,10 @@ class MediaBudget:
 
     def wait_s(self, media_s: float, nbytes: int) -> float:
         """Seconds to wait before a frame of ``media_s`` seconds and ``nbytes`` bytes is affordable
-        (0: now); takes them when it is."""
+        (0: now); takes them when it is. A frame larger than a whole burst costs the whole burst
+        (it could never be afforded otherwise, and the reader would wait for ever; analysis
+        refuses such a frame anyway)."""
+        media_s, nbytes = min(media_s, self.burst_s), min(nbytes, 2.0 * self.bytes_per_s)
         self._refill()
         need = max((media_s - self._media) / self.speed, (nbytes - self._bytes) / self.bytes_per_s, 0.0)
         if need <= 0:
