@@ -46,7 +46,10 @@ class VideoRateLimit:
         self._bucket = min(self.fps * 10, self._bucket + elapsed * self.fps)
         self.flood = max(0.0, self.flood - elapsed * self.fps)
         self._at = now
-        too_dense = self._last_ts is not None and timestamp_us - self._last_ts < 0.5e6 / self.fps
+        # closer than half a frame interval to the last admitted frame, either way: a frame stamped
+        # far ahead and then refused by the session (bad_timestamp) must not make every later
+        # frame "too dense" until media time catches up with it
+        too_dense = self._last_ts is not None and abs(timestamp_us - self._last_ts) < 0.5e6 / self.fps
         if self._bucket < 1.0 or too_dense:
             self.flood += 1.0
             return False
