@@ -61,7 +61,6 @@ class ErrorCode(StrEnum):
     RATE_LIMITED = "rate_limited"
     BAD_MEDIA = "bad_media"
     BAD_TIMESTAMP = "bad_timestamp"
-    TOO_MANY_UNACKED = "too_many_unacked"
     INTERNAL = "internal"
 
 
