@@ -18,6 +18,7 @@ from vibescope.server.outbox import Outbox
 from vibescope.server.pool import call
 from vibescope.server.protocol import PROTOCOL_VERSION, CloseCode, ErrorCode, Hello, ProtocolError, parse_control
 from vibescope.server.socket import StreamSocket
+from vibescope.server.store import CorruptSession
 from vibescope.stream.session import Session, SessionConfig
 from vibescope.stream.timebase import SAMPLE_RATE
 
@@ -121,7 +122,13 @@ async def open_session(ctx: ConnectionContext, hello: Hello, outbox: Outbox) -> 
     store, owner = ctx.store, uuid.uuid4().hex
     lost = None
     if hello.session_id:
-        stored = await store.load(hello.session_id)
+        try:
+            stored = await store.load(hello.session_id)
+        except CorruptSession as exc:
+            await outbox.fail(
+                ErrorCode.UNKNOWN_SESSION, f"the stored session cannot be continued: {exc}", CloseCode.UNKNOWN_SESSION
+            )
+            return None
         if (
             stored is None
             or not hello.resume_token
@@ -137,10 +144,10 @@ async def open_session(ctx: ConnectionContext, hello: Hello, outbox: Outbox) -> 
         if not await store.claim(hello.session_id, owner):
             await outbox.fail(ErrorCode.UNKNOWN_SESSION, "session expired while resuming", CloseCode.UNKNOWN_SESSION)
             return None
-        stored = await store.load(hello.session_id)
         try:
+            stored = await store.load(hello.session_id)
             engine = await ctx.pool.run(call(Session.from_bytes, stored.state))
-        except ValueError as exc:  # e.g. state written by an incompatible server version
+        except ValueError as exc:  # e.g. state written by an incompatible server version (or CorruptSession)
             await outbox.fail(
                 ErrorCode.UNKNOWN_SESSION, f"the stored session cannot be continued: {exc}", CloseCode.UNKNOWN_SESSION
             )

@@ -28,6 +28,11 @@ class OwnershipLost(Exception):
     """Another connection claimed the session since this one did."""
 
 
+class CorruptSession(ValueError):
+    """A stored record this server cannot read (fields missing or malformed): the session cannot be
+    continued, which is not the same as a store that cannot be reached."""
+
+
 @dataclass
 class StoredSession:
     state: bytes
@@ -213,9 +218,13 @@ class RedisStateStore(StateStore):
         if not rec:
             return None
         owner = rec.get(b"owner")
-        return StoredSession(
-            rec[b"state"], int(rec[b"acked"]), json.loads(rec[b"meta"]), owner.decode() if owner else None
-        )
+        try:
+            meta = json.loads(rec[b"meta"])
+            if not isinstance(meta, dict):
+                raise ValueError("meta is not an object")
+            return StoredSession(rec[b"state"], int(rec[b"acked"]), meta, owner.decode() if owner else None)
+        except (KeyError, ValueError) as exc:
+            raise CorruptSession(f"its stored record is malformed ({type(exc).__name__}: {str(exc)[:60]})") from None
 
     async def claim(self, session_id: str, owner: str) -> bool:
         hkey, _ = self._keys(session_id)
