@@ -135,7 +135,7 @@ class FrameReader:
                 msg = await self.ws.receive(timeout=self.limits.idle_timeout_s)
             except TimeoutError:
                 await self.outbox.fail(
-                    ErrorCode.RATE_LIMITED, f"idle for {self.limits.idle_timeout_s:.0f} s", CloseCode.POLICY
+                    ErrorCode.RATE_LIMITED, f"idle for {self.limits.idle_timeout_s:g} s", CloseCode.POLICY
                 )
                 return
             if msg.type == WSMsgType.TEXT:

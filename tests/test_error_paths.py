@@ -12,6 +12,10 @@ import uuid
 import numpy as np
 import pytest
 import redis
+
+from vibescope.server.protocol import Limits
+from vibescope.stream.stage import Tick
+
 from attack import (
     TICK_PCM,
     aio_assert_streams,
@@ -33,10 +37,6 @@ from attack import (
     recv_until,
     video,
 )
-
-from vibescope.server.protocol import Limits
-from vibescope.stream.stage import Tick
-
 from conftest import ServerProcess, StatelessStage, free_port
 
 

@@ -22,6 +22,10 @@ from pathlib import Path
 
 import pytest
 import redis
+
+from vibescope.server.protocol import AUDIO_RATES, STRING_CAPS, Kind, encode_frame
+from vibescope.stream.stage import Tick
+
 from attack import (
     HELLO,
     JPEG,
@@ -51,10 +55,6 @@ from attack import (
     video,
     webp_claiming,
 )
-
-from vibescope.server.protocol import AUDIO_RATES, STRING_CAPS, Kind, encode_frame
-from vibescope.stream.stage import Tick
-
 from conftest import ROOT, ServerProcess, StatelessStage, free_port, start_redis
 
 OTHER_PEER = ("127.0.0.2", 0)  # another client address on loopback (Linux routes all of 127/8 there)
