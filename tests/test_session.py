@@ -163,8 +163,10 @@ def test_container_stream_gives_events_for_its_whole_duration(test_video):
 
 def test_video_far_ahead_of_audio_is_refused():
     session = Session(BASE)
-    with pytest.raises(MediaError, match="ahead"):
+    session.feed(Chunk("audio", np.zeros(1600, "<i2").tobytes(), 0.0))  # the media clock starts at 0
+    with pytest.raises(MediaError, match="ahead") as refused:
         session.feed(Chunk("video", encode_jpeg(np.zeros((64, 64, 3), np.uint8)), 60.0))
+    assert refused.value.code == "bad_timestamp"
 
 
 def _iou(a, b) -> float:
