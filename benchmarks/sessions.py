@@ -128,7 +128,7 @@ class _TimedClient(PushClient):
         self._arrived.append(time.perf_counter())
 
     async def _on_ack(self, seq: int) -> None:
-        released = [sent for s, (_, sent) in self.unacked.items() if s <= seq]
+        released = [sent.sent_at for s, sent in self.unacked.items() if s <= seq]
         if released and self._arrived:
             oldest = min(released)
             self.latencies += [(t - oldest) * 1000.0 for t in self._arrived]

@@ -50,19 +50,23 @@ def test_kill_9_mid_stream_then_a_new_process_continues_without_loss(tmp_path, r
     assert len(reference) == 60
 
     a = ServerProcess(port, *redis_args).start()
+    b = ServerProcess(port, *redis_args)
     client = push(a.url, video, "--speed", "realtime")
-    deadline = time.time() + 60
-    while a.metrics()['vibescope_frames_total{kind="audio"}'] < 15:  # 1.5 s of the 6 s are in A
-        assert time.time() < deadline and client.poll() is None
-        time.sleep(0.1)
-    frames_in_a = a.metrics()['vibescope_frames_total{kind="audio"}']
-    a.kill()
-    b = ServerProcess(port, *redis_args).start()
     try:
+        deadline = time.time() + 60
+        while a.metrics()['vibescope_frames_total{kind="audio"}'] < 15:  # 1.5 s of the 6 s are in A
+            assert time.time() < deadline and client.poll() is None
+            time.sleep(0.1)
+        frames_in_a = a.metrics()['vibescope_frames_total{kind="audio"}']
+        a.kill()
+        b.start()
         out, err = client.communicate(timeout=120)
         assert client.returncode == 0, err
         resumed = b.metrics()
-    finally:
+    finally:  # nothing outlives the test, whatever failed
+        if client.poll() is None:
+            client.kill()
+        a.kill()
         b.stop()
     assert 15 <= frames_in_a < 60  # A had a part of the stream, not all of it
     assert resumed['vibescope_sessions_total{outcome="resumed"}'] == 1
