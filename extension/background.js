@@ -80,6 +80,11 @@ async function ensureContentScript(tabId) {
   }
 }
 
+/** What a content script may know of the settings: never the token. */
+function forPage(settings) {
+  return { fps: settings.fps, shortSide: settings.shortSide, show: settings.show };
+}
+
 async function setBadge(text, color = '#3fcf6e') {
   await chrome.action.setBadgeText({ text });
   if (text) await chrome.action.setBadgeBackgroundColor({ color });
@@ -109,17 +114,21 @@ export async function start(tabId) {
     }
     refusal = res?.error ?? 'the offscreen document could not open the tab stream';
   }
-  // Fallback: the content script captures the page's playing <video> element.
+  // Fallback: the content script captures the page's playing <video> element and posts its
+  // frames to the offscreen document, which holds the connection (the page never opens it).
   // Short in the overlay; Chromium's reason in the tooltip.
   const notice = "Tab capture refused: analysing this page's <video> element instead.";
   await patchActive({ mode: 'video', notice, noticeDetail: refusal });
-  const res = await toTab(tabId, { type: 'vibescope:start-fallback', settings, notice, noticeDetail: refusal });
+  await ensureOffscreen();
+  const relay = await toOffscreen({ type: 'start', mode: 'relay', tabId, settings });
+  const res = relay?.ok
+    ? await toTab(tabId, { type: 'vibescope:start-fallback', settings: forPage(settings), notice, noticeDetail: refusal })
+    : relay;
   if (res?.ok) {
     await setBadge('VID', '#5aa9e6');
     return { ok: true, mode: 'video', refusal };
   }
-  await setActive(null);
-  await setBadge('');
+  await stop();
   return { ok: false, error: res?.error ?? refusal };
 }
 
@@ -181,7 +190,7 @@ chrome.runtime.onMessage.addListener((msg, sender, sendResponse) => {
           const settings = await loadSettings();
           if (active.mode === 'video') {
             // a new document: the <video> fallback capture must start again in it
-            return { active: true, mode: 'video', restartFallback: true, settings, notice: active.notice, noticeDetail: active.noticeDetail };
+            return { active: true, mode: 'video', restartFallback: true, settings: forPage(settings), notice: active.notice, noticeDetail: active.noticeDetail };
           }
           return { active: true, mode: active.mode, models: active.models, connection: active.connection, notice: active.notice, settings: { show: settings.show } };
         }

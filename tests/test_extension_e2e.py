@@ -584,7 +584,15 @@ def test_where_tab_capture_is_refused_the_page_video_element_is_streamed_and_the
                 20,
                 "frames from the <video> element counted by the server",
             )
-            assert m
+            # the page never opened the socket: the server (no --allow-origin) refused no Origin while
+            # the frames streamed, so every connection came from the extension's offscreen document
+            assert counter(m, "vibescope_refusals_total", reason="origin") == counter(
+                before, "vibescope_refusals_total", reason="origin"
+            ), "a socket was opened with the page's Origin"
+            relay = worker.evaluate("() => vibescope.status()")["offscreen"]
+            assert relay["mode"] == "relay" and relay["relay"]["connected"], relay
+            assert relay["relay"]["audio"] >= 10 and relay["relay"]["video"] >= 1, relay["relay"]
+            assert relay["transport"]["state"] == "live", relay["transport"]
             assert page.evaluate(
                 "(() => { const v = document.getElementById('clip'); return !v.paused && !v.muted; })()"
             )

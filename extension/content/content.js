@@ -9,7 +9,7 @@
   const url = (p) => chrome.runtime.getURL(p);
   let overlayMod = null;
   let overlay = null;
-  let fallback = null; // {transport, capture, video}
+  let fallback = null; // {port, stream, video, capture, flow, posted}
   let mounting = null; // the mount in progress (the overlay module loads asynchronously)
   const posKey = `overlayPos:${location.host}`;
 
@@ -35,37 +35,38 @@
     overlay = null;
   }
 
-  async function startFallback({ settings, notice, noticeDetail }) {
-    const ov = await mount({ settings, notice, noticeDetail });
-    const [{ Transport }, { startCapture }, { findPrimaryVideo }] = await Promise.all([
-      import(url('lib/protocol.js')), import(url('lib/capture.js')), import(url('lib/overlay.js')),
-    ]);
-    const video = findPrimaryVideo(document) ?? document.querySelector('video');
+  // The <video> fallback: this script captures the page's video element and posts the frames to
+  // the offscreen document over a port (lib/relay.js); the connection to the server is there.
+  async function startFallback({ settings = {}, notice, noticeDetail }) {
+    await stopFallback();
+    await mount({ settings, notice, noticeDetail });
+    const [{ startCapture }, relay] = await Promise.all([import(url('lib/capture.js')), import(url('lib/relay.js'))]);
+    const video = overlayMod.findPrimaryVideo(document) ?? document.querySelector('video');
     if (!video) throw new Error('no <video> element on this page');
     // captureStream does not mute the element: the page stays audible by itself.
     const stream = video.captureStream();
-    const transport = new Transport({
-      url: settings.server,
-      token: settings.token || null,
-      onEvent: (event) => ov.update(event, { e2eMs: transport.stats.lastLatencyMs }),
-      onState: (state, detail) => ov.setConnection(state, detail),
-      onWelcome: (w) => {
-        ov.setModels(w.models ?? {});
-        const l = transport.limits;
-        capture.update({ fps: Math.min(settings.fps, l.max_video_fps), maxWidth: l.max_video_width, maxHeight: l.max_video_height });
-      },
+    const port = chrome.runtime.connect({ name: relay.MEDIA_PORT });
+    const flow = { live: false };
+    const f = { port, stream, video, capture: null, flow, posted: { audio: 0, video: 0 } };
+    const post = (msg) => { try { port.postMessage(msg); return true; } catch { return false; } };
+    port.onMessage.addListener((msg) => {
+      if (msg?.k !== 'flow') return;
+      Object.assign(flow, msg);
+      f.capture?.update({ fps: msg.fps, shortSide: msg.shortSide, maxWidth: msg.maxWidth, maxHeight: msg.maxHeight });
     });
-    const capture = await startCapture(stream, {
+    port.onDisconnect.addListener(() => { if (fallback === f) stopFallback(); });
+    fallback = f;
+    f.capture = await startCapture(stream, {
       audible: false,
-      fps: settings.fps,
-      shortSide: settings.shortSide,
+      fps: settings.fps ?? 10,
+      shortSide: settings.shortSide ?? 360,
       useWorker: false, // a page cannot start an extension worker; convertToBlob still encodes off-thread
+      wanted: () => flow.live,
       libUrl: url('lib/'),
-      onAudio: (pcm, ts) => transport.sendAudio(pcm, ts),
-      onVideo: (jpeg, ts) => transport.sendVideo(jpeg, ts),
+      onAudio: (pcm, meta) => { if (flow.live && post(relay.audioMessage(pcm, meta))) f.posted.audio += 1; },
+      onVideo: (jpeg, meta) => { if (flow.live && post(relay.videoMessage(jpeg, meta))) f.posted.video += 1; },
     });
-    transport.start();
-    fallback = { transport, capture, video, stream };
+    post({ k: 'hello', audio: true, video: 'element' });
     return { ok: true };
   }
 
@@ -73,8 +74,8 @@
     const f = fallback;
     fallback = null;
     if (!f) return;
-    await f.transport.stop().catch(() => {});
-    await f.capture.stop().catch(() => {});
+    try { f.port.disconnect(); } catch { /* gone */ }
+    await f.capture?.stop().catch(() => {});
     for (const t of f.stream.getTracks()) t.stop();
   }
 
@@ -99,7 +100,7 @@
         case 'vibescope:start-fallback':
           return startFallback(msg);
         case 'vibescope:status':
-          return fallback ? { transport: { state: fallback.transport.state, stats: fallback.transport.stats, sessionId: fallback.transport.sessionId }, capture: fallback.capture.stats() } : null;
+          return fallback ? { flow: fallback.flow, posted: fallback.posted, capture: fallback.capture?.stats() ?? null } : null;
         case 'vibescope:unmount':
           mounting = null;
           await stopFallback();

@@ -1,10 +1,11 @@
-// The capture path shared by the extension's offscreen document (tab capture), its content-script
-// fallback (the page's <video>.captureStream()) and the server's demo page:
+// The capture path shared by the extension's offscreen document (tab capture), its content script
+// (the page's <video>.captureStream()) and the server's demo page:
 //   MediaStream ─ audio → AudioContext → AudioWorklet (downmix, 16 kHz, PCM16, 100 ms frames)
 //               │          └→ destination (only for tab capture: capturing a tab mutes it)
 //               └ video → MediaStreamTrackProcessor → worker: fps gate, scale, JPEG
-// Media time: audio frames are stamped by their sample count from the start (exact); video frames
-// by the wall time since the same start. Both in microseconds, as the protocol wants.
+// Frames are not stamped here: audio frames carry their sample position in this capture and the
+// wall time they arrived, video frames the wall time they were taken, and whoever owns the
+// connection stamps both from one media clock (lib/media-clock.js), which outlives a capture.
 
 import { encodeVideoFrames } from './video-encoder.js';
 
@@ -14,12 +15,15 @@ const FRAME_SAMPLES = 1600; // 100 ms
 /**
  * @param {MediaStream} stream
  * @param {object} o
- * @param {(pcm: Uint8Array, timestampUs: number) => void} o.onAudio PCM16 16 kHz mono, 100 ms
- * @param {(jpeg: Uint8Array, timestampUs: number, size: {width: number, height: number}) => void} o.onVideo
+ * @param {(pcm: Uint8Array, meta: {startSample: number, samples: number, wallMs: number}) => void} o.onAudio
+ *   PCM16 16 kHz mono, 100 ms; wallMs: epoch ms when the frame was complete
+ * @param {(jpeg: Uint8Array, meta: {wallMs: number, width: number, height: number}) => void} o.onVideo
+ *   wallMs: epoch ms when the picture was taken
  * @param {boolean} [o.audible] route the audio to the speakers (tab capture mutes the tab)
  * @param {number} [o.fps] video frames per second (default 10)
  * @param {number} [o.shortSide] output short side in px (default 360)
  * @param {boolean} [o.useWorker] encode video in a worker (default true; falls back to inline)
+ * @param {(wallMs: number) => boolean} [o.wanted] inline encoder only: skip frames nobody takes
  */
 export async function startCapture(stream, {
   onAudio,
@@ -32,9 +36,10 @@ export async function startCapture(stream, {
   quality = 0.75,
   crop = null,
   useWorker = true,
+  wanted = null,
   libUrl = new URL('./', import.meta.url).href,
 } = {}) {
-  const startEpochMs = performance.timeOrigin + performance.now();
+  const epochNow = () => performance.timeOrigin + performance.now();
   const stats = {
     audioFrames: 0,
     videoFrames: 0,
@@ -45,6 +50,7 @@ export async function startCapture(stream, {
     routedToDestination: false,
     videoEncoder: null,
     videoSize: null,
+    firstVideoSizes: [], // the sizes of the first frames encoded (the crop applies from the first)
   };
   const cleanups = [];
 
@@ -66,7 +72,7 @@ export async function startCapture(stream, {
       if (m.type !== 'pcm') return;
       stats.audioFrames += 1;
       stats.inputRms = m.inputRms;
-      onAudio(new Uint8Array(m.pcm), Math.round((m.startSample * 1e6) / AUDIO_RATE));
+      onAudio(new Uint8Array(m.pcm), { startSample: m.startSample, samples: m.pcm.byteLength / 2, wallMs: epochNow(), rate: AUDIO_RATE });
     };
     source.connect(node);
     if (audible) {
@@ -96,8 +102,8 @@ export async function startCapture(stream, {
   const emitted = ({ jpeg, epochMs, width, height }) => {
     stats.videoFrames += 1;
     stats.videoSize = { width, height };
-    const tsUs = Math.max(0, Math.round((epochMs - startEpochMs) * 1000));
-    onVideo(new Uint8Array(jpeg), tsUs, { width, height });
+    if (stats.firstVideoSizes.length < 5) stats.firstVideoSizes.push({ width, height });
+    onVideo(new Uint8Array(jpeg), { wallMs: epochMs, width, height });
   };
   if (videoTrack) {
     const processor = new MediaStreamTrackProcessor({ track: videoTrack });
@@ -113,6 +119,7 @@ export async function startCapture(stream, {
     }
     if (!worker) {
       stats.videoEncoder = 'inline';
+      settings.wanted = wanted; // a function: never posted to a worker
       encodeVideoFrames(processor.readable, settings, emitted, signal).catch(() => {});
     }
     cleanups.push(() => {

@@ -352,8 +352,11 @@ export class Transport {
     return this.unacked.length;
   }
 
-  /** Queue one audio frame (PCM as announced in hello). Returns false if it was dropped. */
-  sendAudio(payload, timestampUs, durationS = null) {
+  /**
+   * Queue one audio frame (PCM as announced in hello). Returns false if it was dropped.
+   * `wallMs`: when the frame's last sample was captured (epoch ms; default now), for the delay.
+   */
+  sendAudio(payload, timestampUs, durationS = null, wallMs = null) {
     if (this.state === 'closed' || this.state === 'failed') return false;
     const bytes = asBytes(payload);
     if (this.unacked.length >= this.limits.max_unacked_frames || bytes.byteLength + HEADER_SIZE > this.limits.max_message_bytes) {
@@ -364,7 +367,7 @@ export class Transport {
       const bytesPerSample = (this.audio.encoding === 'f32' ? 4 : 2) * (this.audio.channels ?? 1);
       durationS = bytes.byteLength / bytesPerSample / (this.audio.sample_rate ?? 16000);
     }
-    this._captureWall.push({ endT: timestampUs / 1e6 + (durationS ?? 0), wallMs: this.now() });
+    this._captureWall.push({ endT: timestampUs / 1e6 + (durationS ?? 0), wallMs: wallMs ?? this.now() });
     if (this._captureWall.length > 2000) this._captureWall.splice(0, 1000);
     this._admit(Kind.AUDIO, bytes, timestampUs);
     this.stats.sent.audio += 1;

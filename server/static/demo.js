@@ -5,6 +5,7 @@
 import { Transport } from '/lib/protocol.js';
 import { startCapture } from '/lib/capture.js';
 import { createOverlay } from '/lib/overlay.js';
+import { MediaClock } from '/lib/media-clock.js';
 
 const $ = (id) => document.getElementById(id);
 const video = $('video');
@@ -28,10 +29,12 @@ async function start() {
     savePosition: (p) => localStorage.setItem('vibescope-overlay', JSON.stringify(p)),
   });
   const fps = Number($('fps').value) || 10;
+  const clock = new MediaClock(); // audio by its samples, video from the audio: one clock
   const transport = new Transport({
     url: location.origin, // → ws(s)://this-host/v1/stream
     token: $('token').value || null,
     client: 'vibescope-demo/0.1',
+    mediaNow: () => clock.at(Date.now()),
     onEvent: (ev) => overlay.update(ev, { e2eMs: transport.stats.lastLatencyMs }),
     onState: (state, detail) => overlay.setConnection(state, detail),
     onWelcome: (w) => {
@@ -43,8 +46,8 @@ async function start() {
   const capture = await startCapture(stream, {
     fps,
     libUrl: new URL('/lib/', location.href).href,
-    onAudio: (pcm, ts) => transport.sendAudio(pcm, ts),
-    onVideo: (jpeg, ts) => transport.sendVideo(jpeg, ts),
+    onAudio: (pcm, m) => transport.sendAudio(pcm, clock.audio(m.startSample, m.samples, m.wallMs), m.samples / 16000, m.wallMs),
+    onVideo: (jpeg, m) => transport.sendVideo(jpeg, clock.video(m.wallMs)),
   });
   transport.start();
   const timer = setInterval(() => {
