@@ -210,6 +210,133 @@ def launch(pw, chromium: str, profile: Path, allowlist: bool = True):
     )
 
 
+class ContentWorld:
+    """JavaScript evaluated in the extension's content-script world of a page, over CDP.
+
+    The overlay's shadow root is closed: the page's scripts (and Playwright's locators) cannot
+    reach into it. The content script keeps it in its own isolated world
+    (``globalThis.__vibescopeOverlay``), which Chromium names after the extension and gives the
+    extension's origin; the tests evaluate there. After a navigation the new document's world is a
+    new execution context: the newest one of the top frame is used."""
+
+    def __init__(self, ctx, page, ext_id: str) -> None:
+        self.page = page
+        self.origin = f"chrome-extension://{ext_id}"
+        self.cdp = ctx.new_cdp_session(page)
+        self.contexts: dict[int, str] = {}  # execution context id -> frame id
+        self.cdp.on("Runtime.executionContextCreated", self._created)
+        self.cdp.on("Runtime.executionContextDestroyed", lambda e: self.contexts.pop(e["executionContextId"], None))
+        self.cdp.on("Runtime.executionContextsCleared", lambda e: self.contexts.clear())
+        self.cdp.send("Runtime.enable")
+
+    def _created(self, event: dict) -> None:
+        c = event["context"]
+        aux = c.get("auxData") or {}
+        if aux.get("type") == "isolated" and c.get("origin") == self.origin:
+            self.contexts[c["id"]] = aux.get("frameId", "")
+
+    def _context(self) -> int | None:
+        top = self.cdp.send("Page.getFrameTree")["frameTree"]["frame"]["id"]
+        ids = [cid for cid, frame in self.contexts.items() if frame == top]
+        return max(ids) if ids else None
+
+    def evaluate(self, expression: str):
+        """The value of ``expression`` (awaited) in the content script's world; raises on an exception."""
+        for attempt in range(3):
+            cid = self._context()
+            if cid is None:
+                if attempt == 2:
+                    raise AssertionError("no content-script world in the page")
+                time.sleep(0.3)
+                continue
+            r = self.cdp.send(
+                "Runtime.evaluate",
+                {"expression": expression, "contextId": cid, "returnByValue": True, "awaitPromise": True},
+            )
+            if "exceptionDetails" in r:
+                text = r["exceptionDetails"].get("exception", {}).get("description") or r["exceptionDetails"]
+                if "Cannot find context" in str(text) or "context was destroyed" in str(text):
+                    self.contexts.pop(cid, None)
+                    continue
+                raise AssertionError(f"content-script world: {text}")
+            return r["result"].get("value")
+        raise AssertionError("the content-script world went away")
+
+
+class OverlayView:
+    """Reads the overlay through the reference to its closed shadow root that `root_expr` gives in
+    the world `evaluate` runs in (the content script's, or the page's for the demo page and the
+    overlay module alone)."""
+
+    def __init__(self, page, evaluate, root_expr: str) -> None:
+        self.page = page
+        self._evaluate = evaluate
+        self.root_expr = root_expr
+
+    def js(self, body: str):
+        return self._evaluate(
+            f"(async () => {{ const root = ({self.root_expr}) ?? null; "
+            "const $ = (id) => (root ? root.getElementById(id) : null); "
+            f"{body} }})()"
+        )
+
+    def mounted(self) -> bool:
+        return bool(self.js("return Boolean(root && root.host && root.host.isConnected);"))
+
+    def text(self, id_: str) -> str | None:
+        return self.js(f"const e = $({json.dumps(id_)}); return e ? e.innerText : null;")
+
+    def attr(self, id_: str, name: str) -> str | None:
+        return self.js(f"const e = $({json.dumps(id_)}); return e ? e.getAttribute({json.dumps(name)}) : null;")
+
+    def events(self) -> int:
+        return int(self.attr("vs-time", "data-events") or 0)
+
+    def visible(self, id_: str) -> bool:
+        return bool(self.js(f"const e = $({json.dumps(id_)}); return Boolean(e && e.checkVisibility());"))
+
+    def style(self, id_: str, prop: str) -> str | None:
+        return self.js(f"const e = $({json.dumps(id_)}); return e ? getComputedStyle(e)[{json.dumps(prop)}] : null;")
+
+    def box(self, id_: str) -> dict | None:
+        return self.js(
+            f"const e = $({json.dumps(id_)}); if (!e) return null; const r = e.getBoundingClientRect(); "
+            "return {x: r.x, y: r.y, width: r.width, height: r.height};"
+        )
+
+    def wait(self, id_: str, timeout: float = 10) -> None:
+        wait_for(lambda: self.js(f"return Boolean($({json.dumps(id_)}));"), timeout, f"#{id_} in the overlay")
+
+    def wait_gone(self, timeout: float = 5) -> None:
+        wait_for(
+            lambda: not self.page.evaluate("Boolean(document.getElementById('vibescope-overlay-host'))"),
+            timeout,
+            "the overlay to go",
+        )
+
+    def click(self, id_: str) -> None:
+        """A real mouse click on the element's centre (what a user does; no script reaches in)."""
+        b = self.box(id_)
+        assert b and b["width"] > 0, f"#{id_} has no box: {b}"
+        self.page.mouse.click(b["x"] + b["width"] / 2, b["y"] + b["height"] / 2)
+
+    def drag_head(self, dx: float, dy: float, grab_x: float = 40) -> None:
+        b = self.box("vs-head")
+        self.page.mouse.move(b["x"] + grab_x, b["y"] + b["height"] / 2)
+        self.page.mouse.down()
+        self.page.mouse.move(b["x"] + grab_x + dx, b["y"] + b["height"] / 2 + dy, steps=5)
+        self.page.mouse.up()
+
+
+def content_overlay(ctx, page) -> OverlayView:
+    world = ContentWorld(ctx, page, extension_id())
+    return OverlayView(page, world.evaluate, "globalThis.__vibescopeOverlay?.root")
+
+
+def page_overlay(page, root_expr: str) -> OverlayView:
+    return OverlayView(page, page.evaluate, root_expr)
+
+
 def provenance_lines(models: dict) -> list[str]:
     """The overlay's model list for the default pipeline's events (overlay-model.js provenance()):
     a heading, then one line per model in the order valence/arousal (one TAGF model), music,
@@ -223,7 +350,7 @@ def provenance_lines(models: dict) -> list[str]:
     return lines
 
 
-def check_provenance(page, models: dict, worker=None) -> None:
+def check_provenance(ov: OverlayView, models: dict, worker=None) -> None:
     """The model list names the models of the last event: always TAGF, the separator, silero-vad and
     the loudness meter; RetinaFace and FER only for a tick whose frame was analysed (5 Hz), which
     the clip's face soon gives. Nothing else, nothing out of order, every answer from the cards."""
@@ -231,7 +358,7 @@ def check_provenance(page, models: dict, worker=None) -> None:
     always = [line for line in full if not line.startswith(("face:", "expression:"))]
     deadline = time.time() + 15
     while True:
-        shown = page.locator("#vs-models").inner_text().splitlines()
+        shown = (ov.text("vs-models") or "").splitlines()
         assert [line for line in full if line in shown] == shown and set(always) <= set(shown), shown
         if shown == full:
             return
@@ -305,6 +432,7 @@ def test_extension_streams_a_tab_shows_the_overlay_and_resumes_after_a_server_cr
                     "the page's video to play",
                 )
                 tab_id = only_tab(ctx, page, worker)
+                ov = content_overlay(ctx, page)
 
                 # --- start, as the toolbar action does ----------------------------------------------
                 started = worker.evaluate("(id) => vibescope.toggle(id)", tab_id)
@@ -327,25 +455,23 @@ def test_extension_streams_a_tab_shows_the_overlay_and_resumes_after_a_server_cr
                 assert counter(m, "vibescope_sessions_active") == 1
 
                 # overlay events come back and the overlay's DOM shows them
-                page.locator("#vs-panel").wait_for(timeout=10000)
-                wait_for(
-                    lambda: int(page.locator("#vs-time").get_attribute("data-events") or 0) >= 10, 20, "overlay updates"
-                )
-                assert page.locator("#vs-conn").get_attribute("data-state") == "live"
-                assert re.search(r"media t = \d+\.\d s", page.locator("#vs-time").inner_text())
+                ov.wait("vs-panel", 10)
+                wait_for(lambda: int(ov.attr("vs-time", "data-events") or 0) >= 10, 20, "overlay updates")
+                assert ov.attr("vs-conn", "data-state") == "live"
+                assert re.search(r"media t = \d+\.\d s", ov.text("vs-time"))
                 status = worker.evaluate("() => vibescope.status()")
                 assert status["active"]["mode"] == "tab", status["active"]
                 welcome_models = status["active"]["models"]
                 # every model behind the values shown is named, with its card's answer on validation
-                check_provenance(page, welcome_models, worker)
+                check_provenance(ov, welcome_models, worker)
                 # the default pipeline sends valence/arousal with every event (TAGF on the clip's face
                 # and sound): the point is drawn, with its numbers, its capped confidence and words
-                assert page.locator("#vs-va-point").get_attribute("visibility") == "visible"
-                assert re.fullmatch(r"V [+−]\d\.\d\d", page.locator("#vs-valence").inner_text())
-                assert re.fullmatch(r"A [+−]\d\.\d\d", page.locator("#vs-arousal").inner_text())
-                confidence = re.fullmatch(r"confidence (\d+)%", page.locator("#vs-confidence").inner_text())
+                assert ov.attr("vs-va-point", "visibility") == "visible"
+                assert re.fullmatch(r"V [+−]\d\.\d\d", ov.text("vs-valence"))
+                assert re.fullmatch(r"A [+−]\d\.\d\d", ov.text("vs-arousal"))
+                confidence = re.fullmatch(r"confidence (\d+)%", ov.text("vs-confidence"))
                 assert confidence and 0 < int(confidence[1]) <= 60  # the simulated-teacher cap (models/tagf.md)
-                words = page.locator("#vs-va-words").inner_text()
+                words = ov.text("vs-va-words")
                 assert re.fullmatch(
                     r"(leans (pleasant|unpleasant|excited|calm)(, (excited|calm))?|near neutral)"
                     r" · learned from simulated cues, not human ratings",
@@ -354,30 +480,24 @@ def test_extension_streams_a_tab_shows_the_overlay_and_resumes_after_a_server_cr
                 # the clip's sound is a chord progression from its first second on, looped: once a
                 # second of music has come back, the overlay says BGM, with the separator's numbers
                 wait_for(
-                    lambda: page.locator("#vs-music-state").inner_text() == "BGM detected",
+                    lambda: ov.text("vs-music-state") == "BGM detected",
                     15,
                     "BGM detected in the clip's chords",
                 )
-                assert page.locator("#vs-music-state").get_attribute("data-on") == "true"
-                assert re.fullmatch(r"\d+%", page.locator("#vs-music-prob").inner_text())
-                assert re.fullmatch(r"-?\d+ dB", page.locator("#vs-music-level").inner_text())
+                assert ov.attr("vs-music-state", "data-on") == "true"
+                assert re.fullmatch(r"\d+%", ov.text("vs-music-prob"))
+                assert re.fullmatch(r"-?\d+ dB", ov.text("vs-music-level"))
                 # styled despite the page's CSP (no inline styles), and page CSS does not reach into
                 # the shadow root (the page hides all spans and buttons)
-                assert (
-                    page.evaluate(
-                        "getComputedStyle(document.getElementById('vibescope-overlay-host').shadowRoot"
-                        ".getElementById('vs-panel')).position"
-                    )
-                    == "fixed"
-                )
-                assert page.locator("#vs-collapse").is_visible()
-                assert (
-                    page.evaluate(
-                        "getComputedStyle(document.getElementById('vibescope-overlay-host').shadowRoot"
-                        ".getElementById('vs-conn')).display"
-                    )
-                    != "none"
-                )
+                assert ov.style("vs-panel", "position") == "fixed"
+                assert ov.visible("vs-collapse")
+                assert ov.style("vs-conn", "display") != "none"
+                # the shadow root is closed: the page's own scripts cannot reach into the overlay
+                assert page.evaluate(
+                    "(() => { const h = document.getElementById('vibescope-overlay-host'); "
+                    "return Boolean(h) && h.shadowRoot === null; })()"
+                ), "a page script reached the overlay's shadow root"
+                assert page.evaluate("typeof globalThis.__vibescopeOverlay") == "undefined"
 
                 # the tab stays audible: offscreen audio is routed to the speakers and carries sound,
                 # and the page's own video keeps playing
@@ -417,9 +537,7 @@ def test_extension_streams_a_tab_shows_the_overlay_and_resumes_after_a_server_cr
                     15,
                     "the face in the video found by the server",
                 )
-                wait_for(
-                    lambda: page.locator("#vs-face").inner_text() == "face in view", 5, "the overlay showing the face"
-                )
+                wait_for(lambda: ov.text("vs-face") == "face in view", 5, "the overlay showing the face")
 
                 # video frames are cropped to the page's video (640×360 in a 1000×520 tab), short side 360
                 wait_for(
@@ -432,7 +550,7 @@ def test_extension_streams_a_tab_shows_the_overlay_and_resumes_after_a_server_cr
                 )
 
                 # the overlay follows the video and leaves the page's controls clickable
-                assert page.locator("#vs-panel").get_attribute("data-anchor") == "video"
+                assert ov.attr("vs-panel", "data-anchor") == "video"
                 hit = page.evaluate("""() => { const r = document.getElementById('clip').getBoundingClientRect();
                     return document.elementFromPoint(r.left + r.width / 2, r.bottom - 12).id; }""")
                 assert hit == "clip", f"the video's control bar is covered by {hit!r}"
@@ -441,12 +559,12 @@ def test_extension_streams_a_tab_shows_the_overlay_and_resumes_after_a_server_cr
                 page.screenshot(path=str(ARTIFACTS / "overlay.png"))
 
                 # dragging moves the panel and the place is remembered
-                box = page.locator("#vs-head").bounding_box()
+                box = ov.box("vs-head")
                 page.mouse.move(box["x"] + 40, box["y"] + box["height"] / 2)
                 page.mouse.down()
                 page.mouse.move(box["x"] + 240, box["y"] + 120, steps=5)
                 page.mouse.up()
-                moved = page.locator("#vs-head").bounding_box()
+                moved = ov.box("vs-head")
                 assert moved["x"] > box["x"] + 100  # (vertical room inside the 360 px video is small)
 
                 def saved_position():
@@ -457,7 +575,7 @@ def test_extension_streams_a_tab_shows_the_overlay_and_resumes_after_a_server_cr
                 assert saved["fx"] > 0.2
                 # there the panel covers the face, and the tab is captured with its overlay: drag it
                 # back to the video's left edge, so the server can see the face after the navigation
-                box = page.locator("#vs-head").bounding_box()
+                box = ov.box("vs-head")
                 page.mouse.move(box["x"] + 40, box["y"] + box["height"] / 2)
                 page.mouse.down()
                 page.mouse.move(box["x"] - 400, box["y"] + box["height"] / 2, steps=5)
@@ -470,11 +588,11 @@ def test_extension_streams_a_tab_shows_the_overlay_and_resumes_after_a_server_cr
                 assert session_id and before["ackedSeq"] > 0
                 srv.kill()
                 wait_for(
-                    lambda: page.locator("#vs-conn").get_attribute("data-state") == "reconnecting",
+                    lambda: ov.attr("vs-conn", "data-state") == "reconnecting",
                     10,
                     "overlay showing reconnecting",
                 )
-                events_before = int(page.locator("#vs-time").get_attribute("data-events"))
+                events_before = int(ov.attr("vs-time", "data-events"))
                 srv = ServerProcess(port, *server_args).start()
                 after = wait_for(
                     lambda: (lambda s: s if s["state"] == "live" and s["stats"]["resumed"] >= 1 else None)(
@@ -499,11 +617,11 @@ def test_extension_streams_a_tab_shows_the_overlay_and_resumes_after_a_server_cr
                 assert counter(m2, "vibescope_errors_total", code="bad_seq") == 0
                 assert counter(m2, "vibescope_sessions_total", outcome="new") == 0, "no new session was started"
                 wait_for(
-                    lambda: int(page.locator("#vs-time").get_attribute("data-events")) > events_before + 5,
+                    lambda: int(ov.attr("vs-time", "data-events")) > events_before + 5,
                     20,
                     "overlay updates after resume",
                 )
-                assert page.locator("#vs-conn").get_attribute("data-state") == "live"
+                assert ov.attr("vs-conn", "data-state") == "live"
 
                 # --- a navigation in the captured tab: the capture goes on, the overlay comes back -----
                 page.reload()
@@ -512,9 +630,9 @@ def test_extension_streams_a_tab_shows_the_overlay_and_resumes_after_a_server_cr
                     15,
                     "the reloaded video to play",
                 )
-                page.locator("#vs-panel").wait_for(timeout=10000)
+                ov.wait("vs-panel", 10)
                 wait_for(
-                    lambda: int(page.locator("#vs-time").get_attribute("data-events") or 0) >= 3,
+                    lambda: int(ov.attr("vs-time", "data-events") or 0) >= 3,
                     20,
                     "overlay updates after navigation",
                 )
@@ -524,12 +642,12 @@ def test_extension_streams_a_tab_shows_the_overlay_and_resumes_after_a_server_cr
                     "the face found by the server again after navigation",
                 )
                 assert worker.evaluate("() => vibescope.status()")["offscreen"]["transport"]["sessionId"] == session_id
-                check_provenance(page, welcome_models, worker)  # model provenance restored after navigation
+                check_provenance(ov, welcome_models, worker)  # model provenance restored after navigation
 
                 # --- stop from the action: the overlay goes away --------------------------------------
                 stopped = worker.evaluate("(id) => vibescope.toggle(id)", tab_id)
                 assert stopped == {"ok": True}
-                page.locator("#vibescope-overlay-host").wait_for(state="detached", timeout=5000)
+                ov.wait_gone()
             finally:
                 ctx.close()
     finally:
@@ -558,17 +676,16 @@ def test_where_tab_capture_is_refused_the_page_video_element_is_streamed_and_the
                 "the page's video to play",
             )
             tab_id = only_tab(ctx, page, worker)
+            ov = content_overlay(ctx, page)
             started = worker.evaluate("(id) => vibescope.toggle(id)", tab_id)
             assert started["ok"] is True and started["mode"] == "video", started
             assert started["refusal"], "the reason tab capture was refused is kept"
-            notice = page.locator("#vs-notice")
-            notice.wait_for(timeout=10000)
-            assert "Tab capture refused" in notice.inner_text() and "<video>" in notice.inner_text()
-            assert notice.get_attribute("title") == started["refusal"]
+            wait_for(lambda: ov.text("vs-notice"), 10, "the overlay's notice")
+            notice = ov.text("vs-notice")
+            assert "Tab capture refused" in notice and "<video>" in notice, notice
+            assert ov.attr("vs-notice", "title") == started["refusal"]
             assert worker.evaluate("() => vibescope.status()")["active"]["mode"] == "video"
-            wait_for(
-                lambda: int(page.locator("#vs-time").get_attribute("data-events") or 0) >= 5, 30, "overlay updates"
-            )
+            wait_for(lambda: int(ov.attr("vs-time", "data-events") or 0) >= 5, 30, "overlay updates")
             m = wait_for(
                 lambda: (
                     lambda m: (
@@ -605,18 +722,24 @@ def test_where_tab_capture_is_refused_the_page_video_element_is_streamed_and_the
                 document.body.append(v); document.getElementById('clip').style.display = 'none'; }""")
 
             def panel_on_next():
-                r = page.evaluate("""() => { const p = document.getElementById('vibescope-overlay-host').shadowRoot
-                    .getElementById('vs-panel').getBoundingClientRect();
-                    const v = document.getElementById('next').getBoundingClientRect();
-                    return p.left >= v.left && p.right <= v.right && p.top < v.bottom && p.bottom > v.top; }""")
+                p = ov.box("vs-panel")
+                v = page.evaluate(
+                    "(() => { const r = document.getElementById('next').getBoundingClientRect(); "
+                    "return {left: r.left, right: r.right, top: r.top, bottom: r.bottom}; })()"
+                )
                 # on the new video horizontally and overlapping it vertically: a panel taller than
                 # the room below the video's top is kept inside the viewport, so it may start higher
-                return r
+                return (
+                    p["x"] >= v["left"]
+                    and p["x"] + p["width"] <= v["right"]
+                    and p["y"] < v["bottom"]
+                    and p["y"] + p["height"] > v["top"]
+                )
 
             wait_for(panel_on_next, 10, "the overlay to follow the new video element")
 
             assert worker.evaluate("(id) => vibescope.toggle(id)", tab_id) == {"ok": True}
-            page.locator("#vibescope-overlay-host").wait_for(state="detached", timeout=5000)
+            ov.wait_gone()
         finally:
             ctx.close()
 
@@ -633,12 +756,13 @@ def test_demo_page_streams_a_chosen_file_like_the_extension(chromium, site_dir, 
             page.goto(server.http + "/")
             page.set_input_files("#file", str(site_dir / "clip.webm"))
             page.click("#start")
+            ov = page_overlay(page, "window.vibescopeDemo?.overlay?.root")
             wait_for(
-                lambda: int(page.locator("#vs-time").get_attribute("data-events") or 0) >= 5,
+                lambda: int(ov.attr("vs-time", "data-events") or 0) >= 5,
                 30,
                 "overlay updates on the demo page",
             )
-            assert page.locator("#vs-conn").get_attribute("data-state") == "live"
+            assert ov.attr("vs-conn", "data-state") == "live"
             m = server.metrics()
             assert (
                 counter(m, "vibescope_frames_total", kind="audio")
@@ -651,7 +775,7 @@ def test_demo_page_streams_a_chosen_file_like_the_extension(chromium, site_dir, 
             enc = page.evaluate("window.vibescopeDemo.capture.stats()")
             assert enc["videoEncoder"] == "worker" and enc["videoSize"]["height"] == 360, enc
             page.click("#stop")
-            page.locator("#vibescope-overlay-host").wait_for(state="detached", timeout=5000)
+            ov.wait_gone()
         finally:
             ctx.close()
 
@@ -685,40 +809,43 @@ def test_overlay_draws_valence_arousal_with_confidence_trail_and_bgm_state(chrom
                     music: { probability: t >= 2 ? 0.9 : 0.1, level_db: -18 }, speech: { probability: 0.7 },
                     face: { present: true }, latency_ms: 11,
                     models: { valence: 'tagf-demo', arousal: 'tagf-demo', speech: 'silero-vad-6' } }, { e2eMs: 240 });
-                  if (t === 2.5) window.bgmAt25 = ov.shadowRoot.getElementById('vs-music-state').textContent;
+                  if (t === 2.5) window.bgmAt25 = ov.root.getElementById('vs-music-state').textContent;
                 }
               }""")
-            root = "document.getElementById('vibescope-overlay-host').shadowRoot"
-            point = page.evaluate(
-                f"(() => {{ const p = {root}.getElementById('vs-va-point'); "
+            # createOverlay returns the closed shadow root to its caller only
+            assert page.evaluate("document.getElementById('vibescope-overlay-host').shadowRoot === null")
+            ov = page_overlay(page, "window.ov?.root")
+            point = ov.js(
+                "const p = $('vs-va-point'); "
                 "return [p.getAttribute('visibility'), +p.getAttribute('cx'), +p.getAttribute('cy'), "
-                "+p.dataset.opacity]; })()"
+                "+p.dataset.opacity];"
             )
             vis, cx, cy, opacity = point
             v, a = 0.6 * np.cos(4.0), 0.5 * np.sin(4.0)  # t = 4.0: valence < 0, arousal < 0
             assert vis == "visible"
             assert abs(cx - (6 + (v + 1) / 2 * 100)) < 0.01 and abs(cy - (6 + (1 - a) / 2 * 100)) < 0.01
             assert opacity > 0.9
-            trail = page.evaluate(
-                f"Array.from({root}.querySelectorAll('#vs-trail circle')).map((c) => +c.getAttribute('fill-opacity'))"
+            trail = ov.js(
+                "return Array.from(root.querySelectorAll('#vs-trail circle'))"
+                ".map((c) => +c.getAttribute('fill-opacity'));"
             )
             assert len(trail) > 20 and trail[0] < trail[-1]
             assert page.evaluate("window.bgmAt25") == "no BGM detected"  # music for 0.5 s only
-            assert page.locator("#vs-music-state").inner_text() == "BGM detected"
-            models_text = page.locator("#vs-models").inner_text()
+            assert ov.text("vs-music-state") == "BGM detected"
+            models_text = ov.text("vs-models")
             assert "validated on human ratings?" in models_text
             assert "valence + arousal: tagf-demo — no" in models_text and "speech: silero-vad-6 — yes" in models_text
-            assert page.locator("#vs-va-words").inner_text() == "leans unpleasant, calm"
+            assert ov.text("vs-va-words") == "leans unpleasant, calm"
             # collapsing hides everything but the header; expanding brings it back
-            page.click("#vs-collapse")
-            assert not page.locator("#vs-circumplex").is_visible()
-            page.click("#vs-collapse")
-            assert page.locator("#vs-circumplex").is_visible()
+            ov.click("vs-collapse")
+            assert not ov.visible("vs-circumplex")
+            ov.click("vs-collapse")
+            assert ov.visible("vs-circumplex")
             # low confidence dims the point
             page.evaluate(
                 "window.ov.update({type: 'overlay', t: 4.1, valence: 0.1, arousal: 0.1, confidence: 0.1, models: {}})"
             )
-            assert float(page.locator("#vs-va-point").get_attribute("data-opacity")) < 0.4
+            assert float(ov.attr("vs-va-point", "data-opacity")) < 0.4
             page.evaluate(
                 "window.ov.update({type: 'overlay', t: 4.2, valence: 0.55, arousal: 0.4, confidence: 0.8, "
                 "music: {probability: 0.9, level_db: -18}, speech: {probability: 0.7}, face: {present: true}, "

@@ -22,6 +22,9 @@
         savePosition: (pos) => chrome.storage.local.set({ [posKey]: pos }),
         onVideoRect: (rect) => chrome.runtime.sendMessage({ type: 'vibescope:video-rect', rect }).catch(() => {}),
       });
+      // The overlay's closed shadow root, reachable from this isolated world only (the page's
+      // scripts see host.shadowRoot === null); the browser tests read the overlay through it.
+      globalThis.__vibescopeOverlay = overlay;
     }
     if (settings.show) overlay.setShow(settings.show);
     overlay.setNotice(notice, noticeDetail);
@@ -33,6 +36,7 @@
   function unmount() {
     overlay?.destroy();
     overlay = null;
+    delete globalThis.__vibescopeOverlay;
   }
 
   // The <video> fallback: this script captures the page's video element and posts the frames to

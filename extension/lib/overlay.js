@@ -1,4 +1,4 @@
-// The overlay drawn over the page's video: a shadow root (so page CSS cannot reach it) holding a
+// The overlay drawn over the page's video: a closed shadow root (page CSS and scripts cannot reach it) holding a
 // small draggable, collapsible panel that follows the main <video> element. Used by the content
 // script (extension) and by the server's demo page. What it shows comes from OverlayModel.
 
@@ -89,7 +89,9 @@ export function findPrimaryVideo(doc) {
  *   show: {circumplex, music, speech, provenance} booleans
  *   onVideoRect(rect): called with the main video's rect as fractions of the viewport
  * Returns {update(event, client), setConnection(state, detail), setModels(models),
- *          setNotice(text), setShow(show), destroy(), shadowRoot, model}.
+ *          setNotice(text), setShow(show), destroy(), root, model}.
+ * The shadow root is closed: page scripts cannot reach into it (host.shadowRoot is null for them);
+ * `root` is held only by whoever created the overlay (the content script, in its isolated world).
  */
 export function createOverlay(doc, { loadPosition = async () => null, savePosition = () => {}, show = {}, onVideoRect = null } = {}) {
   const win = doc.defaultView;
@@ -97,7 +99,7 @@ export function createOverlay(doc, { loadPosition = async () => null, savePositi
   const host = el(doc, 'div', { id: 'vibescope-overlay-host' });
   // The host takes no space and no clicks; only the panel itself is interactive.
   host.style.cssText = 'all: initial; position: fixed; left: 0; top: 0; width: 0; height: 0; z-index: 2147483647; pointer-events: none;';
-  const root = host.attachShadow({ mode: 'open' });
+  const root = host.attachShadow({ mode: 'closed' });
   // A constructed style sheet: a <style> element would fall under the page's CSP style-src.
   try {
     const sheet = new win.CSSStyleSheet();
@@ -355,7 +357,7 @@ export function createOverlay(doc, { loadPosition = async () => null, savePositi
   place();
 
   return {
-    shadowRoot: root,
+    root,
     model,
     update(event, client = {}) { model.update(event, client); render(); },
     setConnection(state, detail = {}) { model.setConnection(state, detail); render(); },
