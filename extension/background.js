@@ -4,7 +4,7 @@
 // SPA navigations and Shorts/TikTok swipes. Overlay events flow offscreen → here → the tab's
 // content script. Where tab capture is refused, the content script captures the page's <video>
 // element itself (fallback) and says so in the overlay.
-import { loadSettings } from './lib/settings.js';
+import { loadSettings, forPage } from './lib/settings.js';
 
 const OFFSCREEN_URL = 'offscreen/offscreen.html';
 
@@ -80,9 +80,9 @@ async function ensureContentScript(tabId) {
   }
 }
 
-/** What a content script may know of the settings: never the token. */
-function forPage(settings) {
-  return { fps: settings.fps, shortSide: settings.shortSide, show: settings.show };
+/** The offscreen document gets the settings without the token: it reads that itself. */
+function forOffscreen(settings) {
+  return { ...forPage(settings), server: settings.server };
 }
 
 async function setBadge(text, color = '#3fcf6e') {
@@ -106,7 +106,7 @@ export async function start(tabId) {
   }
   if (streamId) {
     await ensureOffscreen();
-    const res = await toOffscreen({ type: 'start', streamId, tabId, settings });
+    const res = await toOffscreen({ type: 'start', streamId, tabId, settings: forOffscreen(settings) });
     if (res?.ok) {
       await patchActive({ mode: 'tab' });
       await setBadge('ON');
@@ -120,7 +120,7 @@ export async function start(tabId) {
   const notice = "Tab capture refused: analysing this page's <video> element instead.";
   await patchActive({ mode: 'video', notice, noticeDetail: refusal });
   await ensureOffscreen();
-  const relay = await toOffscreen({ type: 'start', mode: 'relay', tabId, settings });
+  const relay = await toOffscreen({ type: 'start', mode: 'relay', tabId, settings: forOffscreen(settings) });
   const res = relay?.ok
     ? await toTab(tabId, { type: 'vibescope:start-fallback', settings: forPage(settings), notice, noticeDetail: refusal })
     : relay;

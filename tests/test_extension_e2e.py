@@ -270,11 +270,11 @@ class OverlayView:
 
     def __init__(self, page, evaluate, root_expr: str) -> None:
         self.page = page
-        self._evaluate = evaluate
+        self.evaluate = evaluate
         self.root_expr = root_expr
 
     def js(self, body: str):
-        return self._evaluate(
+        return self.evaluate(
             f"(async () => {{ const root = ({self.root_expr}) ?? null; "
             "const $ = (id) => (root ? root.getElementById(id) : null); "
             f"{body} }})()"
@@ -394,7 +394,8 @@ def test_extension_streams_a_tab_shows_the_overlay_and_resumes_after_a_server_cr
 
     ext_id = extension_id()
     port = free_port()
-    server_args = ("--host", "127.0.0.1", "--redis", redis_url, "--redis-prefix", redis_prefix)
+    token = "e2e-" + os.urandom(8).hex()
+    server_args = ("--host", "127.0.0.1", "--redis", redis_url, "--redis-prefix", redis_prefix, "--token", token)
     srv = ServerProcess(port, *server_args).start()
     profile = tmp_path / "profile"
     try:
@@ -410,6 +411,7 @@ def test_extension_streams_a_tab_shows_the_overlay_and_resumes_after_a_server_cr
                 options = ctx.new_page()
                 options.goto(f"chrome-extension://{ext_id}/options/options.html")
                 options.fill("#server", srv.http)
+                options.fill("#token", token)
                 options.fill("#fps", "10")
                 options.click("#save")
                 options.locator("#result.ok").wait_for(timeout=5000)
@@ -459,6 +461,23 @@ def test_extension_streams_a_tab_shows_the_overlay_and_resumes_after_a_server_cr
                 wait_for(lambda: int(ov.attr("vs-time", "data-events") or 0) >= 10, 20, "overlay updates")
                 assert ov.attr("vs-conn", "data-state") == "live"
                 assert re.search(r"media t = \d+\.\d s", ov.text("vs-time"))
+                # the connection authenticated with the token (the server has one), yet the content
+                # script's world cannot read it: not in chrome.storage.local, and chrome.storage.session
+                # (where the service worker keeps its state) is closed to content scripts
+                seen = ov.evaluate(
+                    """(async () => {
+                        const local = JSON.stringify(await chrome.storage.local.get(null));
+                        let session;
+                        try { session = JSON.stringify(await chrome.storage.session.get(null)); }
+                        catch (e) { session = 'denied: ' + e.message; }
+                        const dbs = (await indexedDB.databases()).map((d) => d.name);
+                        return { local, session, dbs, origin: location.origin };
+                    })()"""
+                )
+                assert token not in seen["local"], seen["local"]
+                assert seen["session"].startswith("denied"), seen["session"]
+                assert "vibescope-secrets" not in seen["dbs"], seen  # the page origin's IndexedDB, not ours
+                assert counter(srv.metrics(), "vibescope_refusals_total", reason="unauthorized") == 0
                 status = worker.evaluate("() => vibescope.status()")
                 assert status["active"]["mode"] == "tab", status["active"]
                 welcome_models = status["active"]["models"]

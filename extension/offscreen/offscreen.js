@@ -11,6 +11,7 @@ import { startCapture } from '../lib/capture.js';
 import { MediaClock } from '../lib/media-clock.js';
 import { MEDIA_PORT, parseRelayMessage } from '../lib/relay.js';
 import { fromContentScript, fromServiceWorker } from '../lib/senders.js';
+import { loadToken } from '../lib/settings.js';
 
 const RUNTIME_ID = chrome.runtime.id;
 const WORKER_URL = chrome.runtime.getURL('background.js');
@@ -53,9 +54,11 @@ async function start({ mode = 'tab', streamId, tabId, settings }) {
     tabId, mode, settings, clock, stream: null, capture: null, port: null,
     relay: { ports: 0, audio: 0, video: 0, refused: 0, firstVideoSizes: [], videoSize: null },
   };
+  // the token is read here, from the extension's own storage: no message ever carries it
+  const token = await loadToken();
   c.transport = new Transport({
     url: settings.server,
-    token: settings.token || null,
+    token: token || null,
     mediaNow: () => clock.at(Date.now()),
     onEvent: (event) => report(tabId, 'event', { event, client: { e2eMs: c.transport.stats.lastLatencyMs, unacked: c.transport.unackedCount, dropped: c.transport.stats.dropped } }),
     onState: (state, detail) => {
