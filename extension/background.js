@@ -5,6 +5,7 @@
 // content script. Where tab capture is refused, the content script captures the page's <video>
 // element itself (fallback) and says so in the overlay.
 import { loadSettings, forPage } from './lib/settings.js';
+import { serviceWorkerAccepts } from './lib/senders.js';
 
 const OFFSCREEN_URL = 'offscreen/offscreen.html';
 
@@ -172,9 +173,17 @@ chrome.tabs.onRemoved.addListener(async (tabId) => {
 
 chrome.runtime.onMessage.addListener((msg, sender, sendResponse) => {
   if (msg?.target === 'offscreen') return false;
+  if (typeof msg?.type !== 'string') return false;
   (async () => {
     const active = await getActive();
-    switch (msg?.type) {
+    // every message is checked against who may send it (lib/senders.js); others are ignored
+    const ok = serviceWorkerAccepts(msg.type, sender, {
+      runtimeId: chrome.runtime.id,
+      offscreenUrl: chrome.runtime.getURL(OFFSCREEN_URL),
+      activeTabId: active?.tabId ?? null,
+    });
+    if (!ok) return undefined;
+    switch (msg.type) {
       // from the offscreen document
       case 'vibescope:offscreen': {
         if (!active || active.tabId !== msg.tabId) return { ok: false };
@@ -186,7 +195,7 @@ chrome.runtime.onMessage.addListener((msg, sender, sendResponse) => {
       }
       // from a content script
       case 'vibescope:tab-ready':
-        if (active && sender.tab?.id === active.tabId) {
+        if (active && sender.tab.id === active.tabId) {
           const settings = await loadSettings();
           if (active.mode === 'video') {
             // a new document: the <video> fallback capture must start again in it
@@ -196,13 +205,12 @@ chrome.runtime.onMessage.addListener((msg, sender, sendResponse) => {
         }
         return { active: false };
       case 'vibescope:video-rect':
-        if (active?.mode === 'tab' && sender.tab?.id === active.tabId) await toOffscreen({ type: 'crop', rect: msg.rect }).catch(() => {});
+        if (active?.mode === 'tab') await toOffscreen({ type: 'crop', rect: msg.rect }).catch(() => {});
         return { ok: true };
       case 'vibescope:fallback-ended':
-        if (active?.tabId === sender.tab?.id) { await setActive(null); await setBadge(''); }
+        await setActive(null);
+        await setBadge('');
         return { ok: true };
-      case 'vibescope:toggle-from-page':
-        return sender.tab ? toggle(sender.tab.id) : { ok: false };
       default:
         return undefined;
     }

@@ -729,6 +729,21 @@ def test_where_tab_capture_is_refused_the_page_video_element_is_streamed_and_the
             assert relay["mode"] == "relay" and relay["relay"]["connected"], relay
             assert relay["relay"]["audio"] >= 10 and relay["relay"]["video"] >= 1, relay["relay"]
             assert relay["transport"]["state"] == "live", relay["transport"]
+            # a content script (a page may have compromised its renderer) cannot pass for the
+            # offscreen document or the service worker: forged messages are ignored
+            forged = ov.evaluate(
+                f"""(async () => {{
+                    const a = await chrome.runtime.sendMessage(
+                        {{ type: 'vibescope:offscreen', tabId: {tab_id}, kind: 'ended', payload: {{}} }});
+                    const b = await chrome.runtime.sendMessage({{ target: 'offscreen', type: 'stop' }});
+                    return [a ?? null, b ?? null];
+                }})()"""
+            )
+            assert forged == [None, None], forged
+            time.sleep(0.5)
+            still = worker.evaluate("() => vibescope.status()")
+            assert still["active"] and still["active"]["mode"] == "video", still["active"]
+            assert still["offscreen"]["transport"]["state"] == "live", still["offscreen"]
             assert page.evaluate(
                 "(() => { const v = document.getElementById('clip'); return !v.paused && !v.muted; })()"
             )

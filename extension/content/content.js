@@ -83,7 +83,9 @@
     for (const t of f.stream.getTracks()) t.stop();
   }
 
-  chrome.runtime.onMessage.addListener((msg, _sender, sendResponse) => {
+  chrome.runtime.onMessage.addListener((msg, sender, sendResponse) => {
+    // only this extension's service worker drives the overlay (tabs.sendMessage: no sender tab)
+    if (sender?.id !== chrome.runtime.id || sender.tab || typeof msg?.type !== 'string') return false;
     (async () => {
       switch (msg?.type) {
         case 'vibescope:ping':

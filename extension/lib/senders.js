@@ -44,8 +44,6 @@ export const SERVICE_WORKER_SENDERS = Object.freeze({
   'vibescope:video-rect': 'active-content',
   'vibescope:video-state': 'active-content',
   'vibescope:fallback-ended': 'active-content',
-  'vibescope:toggle-from-page': 'content',
-  'vibescope:status': 'extension-page',
 });
 
 /**
@@ -60,8 +58,6 @@ export function serviceWorkerAccepts(type, sender, { runtimeId, offscreenUrl, ac
       return fromContentScript(sender, runtimeId);
     case 'active-content':
       return activeTabId !== null && fromContentScript(sender, runtimeId, activeTabId);
-    case 'extension-page':
-      return fromExtensionPage(sender, runtimeId);
     default:
       return false;
   }
