@@ -30,6 +30,8 @@ export const ErrorCode = Object.freeze({
   TOO_BIG: 'too_big',
   RATE_LIMITED: 'rate_limited',
   BAD_MEDIA: 'bad_media',
+  BAD_TIMESTAMP: 'bad_timestamp',
+  SERVER_FULL: 'server_full',
   INTERNAL: 'internal',
 });
 
@@ -174,6 +176,7 @@ export function parseControl(text) {
 
 /**
  * The `hello` message, with the keys of server/protocol.py Hello.to_json (null fields omitted,
+ * `catch_up_until_t` and `acked_seq` only on a resume,
  * except `audio`: `audio: null` announces a stream without audio, while an absent `audio` means
  * the default PCM16 16 kHz mono). `container` is a MIME type for container chunks.
  */
@@ -182,6 +185,8 @@ export function buildHello({
   sessionId = null,
   resumeToken = null,
   lastEventT = null,
+  catchUpUntilT = null,
+  ackedSeq = null,
   audio = { encoding: 'pcm16', sample_rate: 16000, channels: 1 },
   video = 'jpeg',
   container = null,
@@ -194,6 +199,8 @@ export function buildHello({
     session_id: sessionId,
     resume_token: resumeToken,
     last_event_t: lastEventT,
+    catch_up_until_t: catchUpUntilT,
+    acked_seq: ackedSeq,
     audio: audio && { encoding: audio.encoding ?? 'pcm16', sample_rate: audio.sample_rate ?? 16000, channels: audio.channels ?? 1 },
     video,
     container,
@@ -259,6 +266,16 @@ export function httpBase(wsUrl) {
  *    socket's send buffer holds more than `videoLagBytes`, or when half of max_unacked_frames
  *    are waiting for an ack;
  *  - audio is refused only when max_unacked_frames are waiting (nothing else can be kept).
+ *
+ * What survives a failure (as server/client.py PushClient):
+ *  - a dropped connection: reconnect with backoff (at least the `retry_after_s` a full server
+ *    gave), resume with `acked_seq` and `catch_up_until_t`, resend what was not acknowledged;
+ *  - a store that lost acknowledged writes (`welcome.lost`): resend them from the last
+ *    `retainSeconds` of acknowledged frames kept for that, or send `skip` past them and report the
+ *    range (`onLost`, `lost`) — one message either way, never a loop;
+ *  - a server that no longer has the session (4004 on a resume): a new session takes what was not
+ *    acknowledged, renumbered from seq 1, at the media time where the stream is; the range the
+ *    old session had analysed is reported lost.
  */
 export class Transport {
   constructor({
@@ -274,10 +291,14 @@ export class Transport {
     random = Math.random,
     videoLagBytes = 256 * 1024,
     welcomeTimeoutMs = 10000,
+    retainSeconds = 5,
+    retainFrames = 200,
+    mediaNow = null,
     onEvent = () => {},
     onState = () => {},
     onWelcome = () => {},
     onError = () => {},
+    onLost = () => {},
   }) {
     this.url = streamUrl(url);
     this.token = token;
@@ -291,10 +312,14 @@ export class Transport {
     this.random = random;
     this.videoLagBytes = videoLagBytes;
     this.welcomeTimeoutMs = welcomeTimeoutMs;
+    this.retainSeconds = retainSeconds;
+    this.retainFrames = retainFrames;
+    this.mediaNow = mediaNow; // () => media seconds due now (the capture's clock), for catch_up_until_t
     this.onEvent = onEvent;
     this.onState = onState;
     this.onWelcome = onWelcome;
     this.onError = onError;
+    this.onLost = onLost;
 
     this.state = 'idle';
     this.limits = { ...DEFAULT_LIMITS };
@@ -307,8 +332,14 @@ export class Transport {
     this.nextSeq = 1;
     /** @type {{seq: number, kind: number, bytes: Uint8Array, tsUs: number}[]} */
     this.unacked = [];
+    /** acknowledged frames kept to resend after a store rollback (the last retainSeconds) */
+    this.retained = [];
+    /** media ranges no server will analyse: [{fromT, toT, reason}] */
+    this.lost = [];
     this.attempt = 0;
     this.failure = null;
+    this.opened = false; // has any connection of this transport ever opened?
+    this.lastClose = null; // {code, reason, opened} of the last connection
     this.stats = {
       sent: { audio: 0, video: 0 },
       resent: 0,
@@ -319,6 +350,9 @@ export class Transport {
       connects: 0,
       reconnects: 0,
       resumed: 0,
+      newSessions: 0, // sessions started over because the server no longer had ours
+      rollbacks: 0, // resumes whose welcome said `lost`
+      skips: 0,
       lastLatencyMs: null, // capture of the media → its event arriving here, wall ms
       serverLatencyMs: null, // the server's own latency_ms
     };
@@ -327,7 +361,12 @@ export class Transport {
     this._welcomeTimer = null;
     this._stopping = null;
     this._lastVideoTsUs = null;
+    this._lastAdmittedEndT = null; // media seconds: the end of the newest frame admitted
+    this._sessionStartT = null; // media seconds: the first frame of the current session
+    this._retryAfterMs = 0; // what the server said to wait before the next attempt
     this._captureWall = []; // [{endT seconds, wallMs}] of admitted audio frames, for latency
+    this._ackedTimes = []; // [{seq, t}] of acknowledged frames of this session
+    this._hadSession = false; // a welcome came before: a fresh one now means the server lost ours
   }
 
   start() {
@@ -369,7 +408,7 @@ export class Transport {
     }
     this._captureWall.push({ endT: timestampUs / 1e6 + (durationS ?? 0), wallMs: wallMs ?? this.now() });
     if (this._captureWall.length > 2000) this._captureWall.splice(0, 1000);
-    this._admit(Kind.AUDIO, bytes, timestampUs);
+    this._admit(Kind.AUDIO, bytes, timestampUs, durationS ?? 0);
     this.stats.sent.audio += 1;
     return true;
   }
@@ -386,7 +425,7 @@ export class Transport {
       return false;
     }
     this._lastVideoTsUs = timestampUs;
-    this._admit(Kind.VIDEO, bytes, timestampUs);
+    this._admit(Kind.VIDEO, bytes, timestampUs, 0);
     this.stats.sent.video += 1;
     return true;
   }
@@ -430,17 +469,23 @@ export class Transport {
 
   // --- internals --------------------------------------------------------------------------------
 
-  _admit(kind, bytes, tsUs) {
+  _admit(kind, bytes, tsUs, durationS) {
     const seq = this.nextSeq++;
     const frame = { seq, kind, tsUs, bytes: encodeFrame(kind, seq, tsUs, bytes) };
     this.unacked.push(frame);
+    const endT = tsUs / 1e6 + durationS;
+    if (this._lastAdmittedEndT === null || endT > this._lastAdmittedEndT) this._lastAdmittedEndT = endT;
+    if (this._sessionStartT === null) this._sessionStartT = tsUs / 1e6;
     if (this.state === 'live' && this._ws && this._ws.readyState === 1) this._ws.send(frame.bytes);
   }
 
   _setState(state, detail = {}) {
     if (this.state === state && !detail.force) return;
     this.state = state;
-    this.onState(state, { ...detail, attempt: this.attempt, unacked: this.unacked.length, failure: this.failure });
+    this.onState(state, {
+      ...detail, attempt: this.attempt, unacked: this.unacked.length, failure: this.failure,
+      opened: this.opened, lastClose: this.lastClose, url: this.url,
+    });
   }
 
   _clearTimers() {
@@ -448,6 +493,12 @@ export class Transport {
     if (this._welcomeTimer !== null) this.timers.clearTimeout(this._welcomeTimer);
     this._retryTimer = null;
     this._welcomeTimer = null;
+  }
+
+  /** Media time due now (seconds): the capture's clock when known, else the newest frame's end. */
+  _catchUpUntilT() {
+    const t = this.mediaNow ? this.mediaNow() : this._lastAdmittedEndT;
+    return typeof t === 'number' && Number.isFinite(t) ? Math.round(t * 1000) / 1000 : null;
   }
 
   _connect() {
@@ -464,13 +515,21 @@ export class Transport {
     }
     ws.binaryType = 'arraybuffer';
     this._ws = ws;
+    ws._vsOpened = false;
     ws.onopen = () => {
       if (this._ws !== ws) return;
+      ws._vsOpened = true;
+      this.opened = true;
+      const resuming = Boolean(this.sessionId);
       const hello = buildHello({
         token: this.token,
         sessionId: this.sessionId,
         resumeToken: this.resumeToken,
-        lastEventT: this.sessionId ? this.lastEventT : null,
+        lastEventT: resuming ? this.lastEventT : null,
+        // what the client saw acknowledged (a store that lost writes says so in welcome.lost), and
+        // the media time up to which what it now sends in a burst is catch-up, not lateness
+        ackedSeq: resuming ? this.ackedSeq : null,
+        catchUpUntilT: resuming ? this._catchUpUntilT() : null,
         audio: this.audio,
         video: this.video,
         want: this.want,
@@ -498,6 +557,7 @@ export class Transport {
     ws.onclose = (ev) => {
       if (this._ws !== ws) return;
       this._ws = null;
+      this.lastClose = { code: ev.code ?? 1006, reason: ev.reason ?? '', opened: ws._vsOpened };
       this._onClose(ev.code ?? 1006, ev.reason ?? '');
     };
   }
@@ -519,7 +579,9 @@ export class Transport {
         this.lastEvent = msg;
         this.stats.events += 1;
         this.stats.serverLatencyMs = typeof msg.latency_ms === 'number' ? msg.latency_ms : null;
-        this.stats.lastLatencyMs = this._latencyFor(msg.t);
+        const captured = this._capturedAt(msg.t);
+        this.stats.lastLatencyMs = captured === null ? null : this.now() - captured;
+        this.lastEventCaptureWallMs = captured;
         this.onEvent(msg);
         break;
       }
@@ -527,6 +589,10 @@ export class Transport {
         if (msg.code === ErrorCode.BAD_SEQ) {
           // The server saw a gap: resync by resuming, which resends from its acked seq.
           try { ws.close(1000, 'resync'); } catch { /* closed */ }
+        }
+        if (typeof msg.retry_after_s === 'number' && msg.retry_after_s > 0) {
+          // server_full (1013 follows): the next attempt waits at least this long
+          this._retryAfterMs = Math.min(300_000, msg.retry_after_s * 1000);
         }
         this.onError(msg);
         break;
@@ -545,6 +611,45 @@ export class Transport {
     }
   }
 
+  _lose(fromT, toT, reason) {
+    if (!(typeof fromT === 'number' && typeof toT === 'number' && toT > fromT)) return;
+    const range = { fromT, toT, reason };
+    this.lost.push(range);
+    if (this.lost.length > 50) this.lost.shift();
+    this.onLost(range);
+  }
+
+  /**
+   * The store holds less than it acknowledged (`welcome.lost`, or a welcome acked_seq behind ours):
+   * the frames after its acked seq are resent when still held, else skipped — one message.
+   */
+  _rolledBack(ws, serverAcked) {
+    this.stats.rollbacks += 1;
+    const from = serverAcked + 1;
+    const keep = this.retained.filter((f) => f.seq >= from);
+    // acknowledged frames are kept in order and dropped from the front: holding `from` means
+    // holding everything from there to the unacknowledged ones
+    if (from > this.ackedSeq || (keep.length && keep[0].seq === from)) {
+      this.unacked = [...keep, ...this.unacked];
+      this.retained = [];
+      this.ackedSeq = serverAcked;
+      return;
+    }
+    const toSeq = this.unacked.length ? this.unacked[0].seq : this.nextSeq;
+    const toT = this.unacked.length ? this.unacked[0].tsUs / 1e6 : (this._lastAdmittedEndT ?? 0);
+    this._lose(this._lostFromT(serverAcked, toT), toT, 'store_rollback');
+    ws.send(JSON.stringify({ type: 'skip', to_seq: toSeq, to_t: toT }));
+    this.stats.skips += 1;
+    this.retained = [];
+    this.ackedSeq = toSeq - 1;
+  }
+
+  /** The media time of frame `seq` of this session, from the light record of acknowledged frames. */
+  _lostFromT(serverAcked, toT) {
+    const rec = this._ackedTimes.find((r) => r.seq > serverAcked);
+    return rec ? rec.t : toT;
+  }
+
   _onWelcome(ws, msg) {
     if (this._welcomeTimer !== null) this.timers.clearTimeout(this._welcomeTimer);
     this._welcomeTimer = null;
@@ -553,9 +658,12 @@ export class Transport {
     const resumed = Boolean(msg.resumed) && msg.session_id === this.sessionId;
     if (resumed) {
       this.stats.resumed += 1;
-      this._onAck(msg.acked_seq ?? 0);
+      const serverAcked = typeof msg.acked_seq === 'number' ? msg.acked_seq : 0;
+      if (msg.lost || serverAcked < this.ackedSeq) this._rolledBack(ws, serverAcked);
+      else this._onAck(serverAcked);
     } else {
       // A fresh session: seq restarts at 1 for what is still waiting; video is not worth keeping.
+      if (this._hadSession) this._startOver();
       this.lastEventT = null;
       this.ackedSeq = 0;
       this._lastVideoTsUs = null;
@@ -564,11 +672,14 @@ export class Transport {
       this.unacked = this.unacked.filter((f) => f.kind !== Kind.VIDEO);
       this.unacked.forEach((f, i) => { f.seq = i + 1; setFrameSeq(f.bytes, f.seq); });
       this.nextSeq = this.unacked.length + 1;
+      this._sessionStartT = this.unacked.length ? this.unacked[0].tsUs / 1e6 : null;
     }
     if (this.stats.connects > 1) this.stats.reconnects += 1;
     this.sessionId = msg.session_id ?? null;
     this.resumeToken = msg.resume_token ?? null;
+    this._hadSession = true;
     this.attempt = 0;
+    this._retryAfterMs = 0;
     this._setState('live', { resumed, force: true });
     for (const f of this.unacked) {
       ws.send(f.bytes);
@@ -577,24 +688,45 @@ export class Transport {
     this.onWelcome(msg, { resumed });
   }
 
+  /** The server no longer has the session: what it had analysed will not come back. */
+  _startOver() {
+    this.stats.newSessions += 1;
+    this._ackedTimes = [];
+    const firstHeldT = this.unacked.length ? this.unacked[0].tsUs / 1e6 : this._lastAdmittedEndT;
+    if (this._sessionStartT !== null && firstHeldT !== null) this._lose(this._sessionStartT, firstHeldT, 'session_lost');
+    this.retained = [];
+  }
+
   _onAck(seq) {
     if (typeof seq !== 'number' || seq <= this.ackedSeq) return;
     this.ackedSeq = seq;
     this.stats.acked = seq;
     let n = 0;
     while (n < this.unacked.length && this.unacked[n].seq <= seq) n += 1;
-    if (n) this.unacked.splice(0, n);
+    if (n) {
+      const done = this.unacked.splice(0, n);
+      this.retained.push(...done);
+      // seq → media time of acknowledged frames, long after their bytes are gone (a lost range's start)
+      for (const f of done) this._ackedTimes.push({ seq: f.seq, t: f.tsUs / 1e6 });
+      if (this._ackedTimes.length > 12000) this._ackedTimes.splice(0, 6000);
+    }
+    // keep the last retainSeconds of acknowledged media (and at most retainFrames frames)
+    const newest = this.retained.length ? this.retained[this.retained.length - 1].tsUs : 0;
+    let drop = Math.max(0, this.retained.length - this.retainFrames);
+    while (drop < this.retained.length && newest - this.retained[drop].tsUs > this.retainSeconds * 1e6) drop += 1;
+    if (drop) this.retained.splice(0, drop);
   }
 
-  _latencyFor(t) {
+  /** Wall time (epoch ms) when the media up to `t` had been captured, or null. */
+  _capturedAt(t) {
     if (typeof t !== 'number') return null;
     const recs = this._captureWall;
     let i = 0;
     while (i < recs.length && recs[i].endT < t - 1e-6) i += 1;
     if (i >= recs.length) return null;
-    const ms = this.now() - recs[i].wallMs;
+    const wallMs = recs[i].wallMs;
     if (i > 0) recs.splice(0, i);
-    return ms;
+    return wallMs;
   }
 
   _onClose(code, reason) {
@@ -612,8 +744,9 @@ export class Transport {
       this._setState('failed');
       return;
     }
-    if (code === CloseCode.UNKNOWN_SESSION) {
-      // The server no longer knows the session (expired, or its store was lost): start afresh.
+    if (code === CloseCode.UNKNOWN_SESSION && this.sessionId) {
+      // The server no longer knows the session (expired, or its store was lost): a new session
+      // goes on from the frames still held (the welcome renumbers them).
       this.sessionId = null;
       this.resumeToken = null;
     }
@@ -622,7 +755,8 @@ export class Transport {
 
   _scheduleReconnect() {
     this._setState('reconnecting');
-    const delay = backoffDelayMs(this.attempt, this.random);
+    const delay = Math.max(backoffDelayMs(this.attempt, this.random), this._retryAfterMs);
+    this._retryAfterMs = 0;
     this.attempt += 1;
     this._retryTimer = this.timers.setTimeout(() => {
       this._retryTimer = null;

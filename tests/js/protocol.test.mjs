@@ -346,3 +346,120 @@ test('default limits are the server defaults', () => {
   assert.equal(DEFAULT_LIMITS.max_unacked_frames, 600);
   assert.equal(DEFAULT_LIMITS.max_message_bytes, 4194304);
 });
+
+// --- store rollbacks, lost sessions, a full server (server/client.py PushClient's rules) ----------
+
+/** A live transport with `n` audio frames sent and acknowledged (seq 1..n, 100 ms each). */
+function liveWithAcked(n, opts = {}) {
+  const m = makeTransport(opts);
+  m.t.start();
+  const ws = FakeSocket.last;
+  ws.open();
+  ws.receive(welcome());
+  for (let i = 0; i < n; i += 1) m.t.sendAudio(pcm(), i * 100000);
+  ws.receive({ type: 'ack', seq: n });
+  return { ...m, ws };
+}
+
+function reconnect(clock) {
+  clock.advance(10_000);
+  const ws = FakeSocket.last;
+  ws.open();
+  return ws;
+}
+
+test('a resume says what the client saw acknowledged and up to when its burst is catch-up', () => {
+  let due = 2.5;
+  const { t, ws, clock } = liveWithAcked(3, { mediaNow: () => due });
+  t.sendAudio(pcm(), 300000); // seq 4, not acknowledged
+  ws.serverClose(1006);
+  due = 7.25;
+  const ws2 = reconnect(clock);
+  const hello = JSON.parse(ws2.sentText[0]);
+  assert.equal(hello.acked_seq, 3);
+  assert.equal(hello.catch_up_until_t, 7.25);
+  assert.equal(t.retained.length, 3, 'acknowledged frames are kept a while');
+  // a fresh session's hello has neither
+  const fresh = makeTransport();
+  fresh.t.start();
+  FakeSocket.last.open();
+  const h0 = JSON.parse(FakeSocket.last.sentText[0]);
+  assert.equal(h0.acked_seq, undefined);
+  assert.equal(h0.catch_up_until_t, undefined);
+});
+
+test('welcome.lost with the frames still held: they are resent once, from the store\'s acked seq', () => {
+  const lost = [];
+  const { t, ws, clock } = liveWithAcked(10, { onLost: (r) => lost.push(r) });
+  t.sendAudio(pcm(), 1000000); // seq 11, unacked
+  ws.serverClose(1006);
+  const ws2 = reconnect(clock);
+  ws2.receive(welcome({ resumed: true, acked_seq: 7, lost: { from_seq: 8, to_seq: 10 } }));
+  assert.deepEqual(seqsOf(ws2.sentBinary), [8, 9, 10, 11]);
+  assert.equal(ws2.sentText.filter((m) => JSON.parse(m).type === 'skip').length, 0);
+  assert.equal(t.ackedSeq, 7);
+  assert.deepEqual(lost, []);
+  assert.equal(t.stats.rollbacks, 1);
+  ws2.receive({ type: 'ack', seq: 11 });
+  assert.equal(t.unackedCount, 0);
+});
+
+test('welcome.lost without the frames: one skip past them, the range reported, the stream goes on', () => {
+  const lost = [];
+  const { t, ws, clock } = liveWithAcked(60, { retainSeconds: 1, onLost: (r) => lost.push(r) });
+  assert.ok(t.retained.length <= 11, `${t.retained.length} kept`);
+  t.sendAudio(pcm(), 6000000); // seq 61, unacked
+  ws.serverClose(1006);
+  const ws2 = reconnect(clock);
+  ws2.receive(welcome({ resumed: true, acked_seq: 20, lost: { from_seq: 21, to_seq: 60 } }));
+  const texts = ws2.sentText.map((m) => JSON.parse(m));
+  assert.deepEqual(texts.filter((m) => m.type === 'skip'), [{ type: 'skip', to_seq: 61, to_t: 6 }]);
+  assert.deepEqual(seqsOf(ws2.sentBinary), [61], 'the skip, then what was not acknowledged');
+  assert.equal(lost.length, 1);
+  assert.equal(lost[0].reason, 'store_rollback');
+  assert.ok(Math.abs(lost[0].fromT - 2.0) < 1e-9 && lost[0].toT === 6, JSON.stringify(lost[0]));
+  assert.deepEqual(t.lost, lost);
+  assert.equal(t.ackedSeq, 60);
+  t.sendAudio(pcm(), 6100000);
+  assert.deepEqual(seqsOf(ws2.sentBinary), [61, 62]);
+});
+
+test('4004 on a resume: a new session from the frames held, renumbered from 1, the old range reported lost', () => {
+  const lost = [];
+  const { t, ws, clock } = liveWithAcked(10, { onLost: (r) => lost.push(r) });
+  t.sendAudio(pcm(), 1000000);
+  t.sendAudio(pcm(), 1100000);
+  ws.serverClose(1006);
+  let ws2 = reconnect(clock);
+  assert.equal(JSON.parse(ws2.sentText[0]).session_id, 'S1');
+  ws2.receive({ type: 'error', code: 'unknown_session', message: 'unknown or expired session' });
+  ws2.serverClose(4004);
+  assert.equal(t.state, 'reconnecting', 'not given up');
+  ws2 = reconnect(clock);
+  const hello = JSON.parse(ws2.sentText[0]);
+  assert.equal(hello.session_id, undefined);
+  assert.equal(hello.acked_seq, undefined);
+  ws2.receive(welcome({ session_id: 'S2', resume_token: 'R2' }));
+  assert.deepEqual(seqsOf(ws2.sentBinary), [1, 2]);
+  assert.deepEqual(ws2.sentBinary.map((b) => decodeFrame(b).timestampUs), [1000000, 1100000], 'at their own media time');
+  assert.equal(t.sessionId, 'S2');
+  assert.equal(t.stats.newSessions, 1);
+  assert.deepEqual(lost, [{ fromT: 0, toT: 1, reason: 'session_lost' }]);
+});
+
+test('server_full: the next attempt waits at least retry_after_s', () => {
+  const { t, clock } = makeTransport();
+  t.start();
+  const ws = FakeSocket.last;
+  ws.open();
+  ws.receive({ type: 'error', code: 'server_full', message: 'full', retry_after_s: 10, seq: null });
+  ws.serverClose(1013);
+  clock.advance(9_990);
+  assert.equal(FakeSocket.instances.length, 1, 'no attempt before the server said');
+  clock.advance(20);
+  assert.equal(FakeSocket.instances.length, 2);
+  // and the hint is used once: the next failure waits the usual backoff
+  FakeSocket.last.serverClose(1006);
+  clock.advance(600);
+  assert.equal(FakeSocket.instances.length, 3);
+});

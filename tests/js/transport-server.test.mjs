@@ -126,7 +126,13 @@ function recordingSocket() {
       sockets.push(this);
     }
 
+    /** A control message as if the server had sent it (to make the client believe an ack). */
+    fake(msg) {
+      this.onmessage?.({ data: JSON.stringify(msg) });
+    }
+
     send(data) {
+      if (typeof data === 'string') (this.sentText ??= []).push(JSON.parse(data));
       if (typeof data !== 'string') {
         const f = decodeFrame(data);
         this.sentSeqs.push(f.seq);
@@ -138,7 +144,7 @@ function recordingSocket() {
   return ctl;
 }
 
-function newTransport(ctl, events, welcomes, states, errors) {
+function newTransport(ctl, events, welcomes, states, errors, opts = {}) {
   return new Transport({
     url: address,
     client: 'vibescope-node-test/0.1',
@@ -147,6 +153,7 @@ function newTransport(ctl, events, welcomes, states, errors) {
     onWelcome: (msg, info) => welcomes.push({ msg, ...info }),
     onState: (state) => states.push(state),
     onError: (err) => errors.push(err),
+    ...opts,
   });
 }
 
@@ -282,4 +289,103 @@ test('resume after a lost connection: resumed welcome, only unacknowledged frame
   assert.equal(tr.stats.resumed, 1);
   assert.equal(tr.stats.duplicateEvents, 0, 'the server replayed events the client held (hello.last_event_t)');
   assert.deepEqual(errors, []);
+});
+
+/**
+ * A store that lost acknowledged writes, faked from the client's side: frames 11..13 go into a link
+ * that loses them, and the client is made to believe the server acknowledged them (an ack it never
+ * sent). Its resume then says acked_seq 13 while the server's store holds 10, so the server's
+ * welcome says `lost` — what a Redis restored from an older snapshot makes it say.
+ */
+async function rolledBack(opts) {
+  const ctl = recordingSocket();
+  const events = [];
+  const welcomes = [];
+  const errors = [];
+  const lost = [];
+  const tr = newTransport(ctl, events, welcomes, [], errors, { onLost: (r) => lost.push(r), ...opts });
+  tr.start();
+  await waitFor('welcome', () => welcomes.length === 1);
+  for (let i = 0; i < 10; i += 1) tr.sendAudio(pcmFrame(i, 0.3), i * 100_000);
+  await waitFor('ack of seq 10', () => tr.ackedSeq === 10);
+  await waitFor('the event of t=1.0', () => events.length > 0 && events.at(-1).t >= 1.0 - 1e-6);
+  ctl.blackhole = true;
+  for (let i = 10; i < 13; i += 1) tr.sendAudio(pcmFrame(i, 0.3), i * 100_000);
+  ctl.blackhole = false;
+  ctl.sockets[0].fake({ type: 'ack', seq: 13 });
+  assert.equal(tr.ackedSeq, 13);
+  ctl.sockets[0].close(4999, 'test: connection lost');
+  await waitFor('the resumed welcome', () => welcomes.length === 2);
+  return { ctl, tr, events, welcomes, errors, lost };
+}
+
+test('a resume the store cannot honour (welcome.lost) with the frames still held: resent once, the stream goes on', { timeout: 60_000 }, async () => {
+  const { ctl, tr, events, welcomes, errors, lost } = await rolledBack({});
+  assert.equal(welcomes[1].resumed, true);
+  assert.deepEqual(welcomes[1].msg.lost, { from_seq: 11, to_seq: 13 });
+  assert.equal(welcomes[1].msg.acked_seq, 10);
+  assert.deepEqual(ctl.sockets[1].sentSeqs, [11, 12, 13], 'the lost frames, from the acknowledged ones kept');
+  assert.deepEqual((ctl.sockets[1].sentText ?? []).filter((m) => m.type === 'skip'), []);
+  for (let i = 13; i < 15; i += 1) tr.sendAudio(pcmFrame(i, 0.3), i * 100_000);
+  await waitFor('ack of seq 15', () => tr.ackedSeq === 15);
+  await tr.stop();
+  assertTicks(events, 0.1, 1.5); // nothing lost: every tick once
+  assert.deepEqual(lost, []);
+  assert.equal(tr.stats.rollbacks, 1);
+  assert.equal(ctl.sockets.length, 2, 'one resume, no loop');
+  assert.deepEqual(errors.filter((e) => e.code === 'bad_seq'), []);
+});
+
+test('a resume the store cannot honour without the frames: one skip, the range reported, the stream goes on', { timeout: 60_000 }, async () => {
+  const { ctl, tr, events, welcomes, errors, lost } = await rolledBack({ retainSeconds: 0, retainFrames: 0 });
+  assert.deepEqual(welcomes[1].msg.lost, { from_seq: 11, to_seq: 13 });
+  const skips = (ctl.sockets[1].sentText ?? []).filter((m) => m.type === 'skip');
+  assert.equal(skips.length, 1);
+  assert.equal(skips[0].to_seq, 14);
+  assert.ok(Math.abs(skips[0].to_t - 1.3) < 1e-9, JSON.stringify(skips[0]));
+  assert.equal(lost.length, 1);
+  assert.equal(lost[0].reason, 'store_rollback');
+  assert.ok(Math.abs(lost[0].fromT - 1.0) < 1e-9 && Math.abs(lost[0].toT - 1.3) < 1e-9, JSON.stringify(lost[0]));
+  for (let i = 13; i < 16; i += 1) tr.sendAudio(pcmFrame(i, 0.3), i * 100_000);
+  await waitFor('ack of seq 16', () => tr.ackedSeq === 16);
+  await tr.stop();
+  assert.deepEqual(ctl.sockets[1].sentSeqs, [14, 15, 16]);
+  assert.equal(ctl.sockets.length, 2, 'one resume, no loop');
+  assert.deepEqual(errors.filter((e) => e.code === 'bad_seq'), []);
+  // the media after the skipped range is analysed: events go on past 1.3 s, the first one says the gap
+  const after = events.filter((e) => e.t > 1.3 + 1e-6);
+  assert.ok(after.length >= 2, JSON.stringify(events.map((e) => e.t)));
+  assert.ok(events.some((e) => e.gap), 'the server marks the gap');
+});
+
+test('a resume of a session the server no longer has (4004): a new session at the stream\'s media time', { timeout: 60_000 }, async () => {
+  const ctl = recordingSocket();
+  const events = [];
+  const welcomes = [];
+  const errors = [];
+  const lost = [];
+  const tr = newTransport(ctl, events, welcomes, [], errors, { onLost: (r) => lost.push(r) });
+  tr.start();
+  await waitFor('welcome', () => welcomes.length === 1);
+  for (let i = 0; i < 10; i += 1) tr.sendAudio(pcmFrame(i, 0.3), i * 100_000);
+  await waitFor('ack of seq 10', () => tr.ackedSeq === 10);
+  ctl.blackhole = true;
+  for (let i = 10; i < 13; i += 1) tr.sendAudio(pcmFrame(i, 0.3), i * 100_000);
+  ctl.blackhole = false;
+  tr.resumeToken = 'not-the-token'; // the server cannot continue it: as if it had expired
+  ctl.sockets[0].close(4999, 'test: connection lost');
+  await waitFor('a fresh welcome', () => welcomes.length === 2, 30_000);
+  assert.equal(welcomes[1].resumed, false);
+  assert.notEqual(welcomes[1].msg.session_id, welcomes[0].msg.session_id);
+  assert.deepEqual(ctl.sockets.at(-1).sentSeqs, [1, 2, 3], 'what was not acknowledged, renumbered from 1');
+  assert.ok(errors.some((e) => e.code === 'unknown_session'));
+  assert.deepEqual(lost, [{ fromT: 0, toT: 1, reason: 'session_lost' }]);
+  for (let i = 13; i < 15; i += 1) tr.sendAudio(pcmFrame(i, 0.3), i * 100_000);
+  await waitFor('ack of seq 5', () => tr.ackedSeq === 5);
+  await tr.stop();
+  // the new session's clock starts at the first frame it got: its events are at the stream's media time
+  const fresh = events.filter((e) => e.t > 1.0 + 1e-6);
+  assert.deepEqual(fresh.map((e) => Number(e.t.toFixed(3))), [1.1, 1.2, 1.3, 1.4, 1.5]);
+  assert.equal(tr.stats.newSessions, 1);
+  assert.deepEqual(errors.filter((e) => e.code === 'bad_seq' || e.code === 'bad_timestamp'), []);
 });
