@@ -87,6 +87,10 @@ class SignalStage:
                 "present": tick.face is not None,
                 "score": None if tick.face is None else round(tick.face.score, 3),
             }
+            if tick.face is not None:  # where it is, as fractions of the frame (viewers keep clear of it)
+                fw, fh = tick.face.frame_size
+                x, y, w, h = tick.face.box
+                tick.fields["face"]["box"] = [round(v, 3) for v in (x / fw, y / fh, w / fw, h / fh)]
             tick.models["face"] = FaceDetector.model_id
         elif tick.video_seen:
             tick.fields["face"] = {"present": None, "score": None}  # no frame in this tick
