@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import html
 import logging
 from dataclasses import asdict
 from importlib.metadata import PackageNotFoundError, version
@@ -22,8 +23,10 @@ from vibescope.server.protocol import CloseCode, ErrorCode
 from vibescope.server.registry import ConnectionRegistry
 from vibescope.server.socket import StreamSocket
 from vibescope.server.store import StateStore, make_store
+from vibescope.stream.cards import parse_front_matter
 from vibescope.stream.pipelines import model_info
 from vibescope.stream.session import warm_up
+from vibescope.stream.weights import models_dir
 
 log = logging.getLogger("vibescope.server")
 
@@ -124,6 +127,47 @@ class StreamServer:
             charset="utf-8",
         )
 
+    def card_text(self, model_id: str) -> str | None:
+        """The markdown of the card describing ``model_id``: the card whose front matter ``id`` is
+        it, or the card of this server's component of that id (loaded weights may name themselves
+        otherwise; the component's card summary says which card it is). None when there is none."""
+        summaries = {
+            m.get("card") for m in self.context.models.values() if isinstance(m, dict) and m.get("id") == model_id
+        }
+        seen: set[str] = set()
+        for folder in dict.fromkeys((models_dir(), data_dir("models"))):  # $VIBESCOPE_MODELS first
+            for path in sorted(folder.glob("*.md")):
+                if path.name in seen:
+                    continue
+                seen.add(path.name)
+                try:
+                    text = path.read_text(encoding="utf-8")
+                    meta = parse_front_matter(text)
+                except (OSError, ValueError):
+                    continue  # not a card (e.g. a history file without front matter)
+                if meta.get("id") == model_id or (meta.get("summary") in summaries and meta.get("summary")):
+                    return text
+        return None
+
+    async def model_card(self, request: web.Request) -> web.Response:
+        """/models/<id>: the model card, as simple HTML (markdown with ?format=md or Accept: text/markdown)."""
+        model_id = request.match_info["model_id"]
+        text = self.card_text(model_id) if len(model_id) <= 120 else None
+        headers = {"X-Content-Type-Options": "nosniff"}
+        if text is None:
+            return web.Response(text=f"no model card for {model_id[:120]!r}\n", status=404, headers=headers)
+        accept = request.headers.get("Accept", "")
+        if request.query.get("format") == "md" or ("text/markdown" in accept and "text/html" not in accept):
+            return web.Response(text=text, content_type="text/markdown", charset="utf-8", headers=headers)
+        page = (
+            '<!doctype html><html lang="en"><meta charset="utf-8">'
+            f"<title>vibescope model card: {html.escape(model_id)}</title>"
+            '<pre style="white-space: pre-wrap; max-width: 50em; font: 14px/1.45 ui-monospace, monospace">'
+            f"{html.escape(text)}</pre></html>\n"
+        )
+        headers["Content-Security-Policy"] = "default-src 'none'; style-src 'unsafe-inline'"
+        return web.Response(text=page, content_type="text/html", charset="utf-8", headers=headers)
+
     async def index(self, request: web.Request) -> web.StreamResponse:
         page = STATIC_DIR / "index.html"
         if not page.is_file():
@@ -146,6 +190,7 @@ class StreamServer:
         app.router.add_get("/healthz", self.healthz)
         app.router.add_get("/metrics", self.metrics_page)
         app.router.add_get("/", self.index)
+        app.router.add_get("/models/{model_id}", self.model_card)
         app.router.add_static("/static/", STATIC_DIR)
         # one protocol module for the extension and the demo page
         app.router.add_static("/lib/", data_dir("extension") / "lib")
